@@ -1,0 +1,69 @@
+r"""Zero-shot evaluation of a trained FreeLM on teacher tasks.
+
+  python -m freelm_jax.eval --model_dir=DIR [--gin_file=...] [--checkpoint_step=N]
+      [--tasks=a,b] [--split=validation] [--module_import=MODULE]
+
+Scores every candidate proposition of every example and predicts the label
+whose proposition is most probably true; prints a table and appends eval rows
+to the model_dir's metrics.jsonl. Without --gin_file the model_dir's
+operative config.gin is used.
+"""
+
+import dataclasses
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+from freelm_jax import gin_utils
+
+gin_utils.define_flags()
+flags.DEFINE_string('model_dir', None, 'The trained model_dir.', required=True)
+flags.DEFINE_integer('checkpoint_step', None, 'Step to load (default: newest).')
+flags.DEFINE_list('tasks', None, 'Teacher tasks (default: the config\'s eval tasks).')
+flags.DEFINE_string('split', 'validation', 'Split to score.')
+FLAGS = flags.FLAGS
+
+
+def evaluate() -> list[dict]:
+  """Restores the checkpoint and evaluates; returns the eval rows."""
+  # pylint: disable=g-import-not-at-top
+  from freelm_jax import checkpoints
+  from freelm_jax import metrics as metrics_lib
+  from freelm_jax import train_lib
+  data = train_lib.DataConfig()
+  data = dataclasses.replace(data, eval_tasks=tuple(FLAGS.tasks or data.eval_tasks),
+                             eval_split=FLAGS.split)
+  trainer = train_lib.build_trainer(
+      train_lib.ModelConfig(), train_lib.MeshConfig(), train_lib.create_optimizer,
+      1, train_lib.TeacherObjective())
+  manager = checkpoints.create_manager(FLAGS.model_dir, 1)
+  state, facts = checkpoints.restore(manager, trainer.abstract_state(),
+                                     FLAGS.checkpoint_step)
+  writer = metrics_lib.MetricsWriter(FLAGS.model_dir)
+  rows = train_lib.run_eval(trainer, state.params, data, int(state.step),
+                            facts.get('trained_task_types', []), writer)
+  writer.close()
+  return rows
+
+
+def main(argv):
+  del argv
+  gin_utils.quiet_library_logs()
+  # pylint: disable=g-import-not-at-top
+  from freelm_jax import evaluation
+  from freelm_jax import train_lib  # registers the gin configurables
+  del train_lib
+  gin_files = FLAGS.gin_file or [os.path.join(FLAGS.model_dir, 'config.gin')]
+
+  def run():
+    gin_utils.import_modules(FLAGS.module_import)
+    gin_utils.parse(gin_files, FLAGS.gin_bindings)
+    return evaluate()
+
+  print(evaluation.format_table(gin_utils.run_or_exit(run)))
+
+
+if __name__ == '__main__':
+  app.run(main, argv=gin_utils.rewrite_gin_args(sys.argv))

@@ -1,0 +1,124 @@
+"""Gin flags shared by the entry points (T5X conventions).
+
+`--gin.NAME=VALUE` is shorthand for `--gin_bindings=NAME=VALUE`; a NAME
+without a dot must be a macro that the gin files define, so a typo such as
+`--gin.TRAIN_STEPZ=10` fails instead of silently defining a new macro.
+"""
+
+import importlib
+import logging as logging_std
+import os
+import sys
+from typing import Callable, Sequence
+
+from absl import flags
+from absl import logging
+import gin
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIN_DIR = os.path.join(REPO_ROOT, 'gin')
+
+
+# Modules imported through --module_import; input workers import them too.
+IMPORTED_MODULES: list[str] = []
+
+
+class ConfigError(ValueError):
+  """A bad gin file, binding, flag or module; the message names it."""
+
+
+class _QuietLibraries(logging_std.Filter):
+  """Drops INFO chatter of orbax (one checkpoint = dozens of lines)."""
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    return record.levelno >= logging_std.WARNING or '/orbax/' not in record.pathname
+
+
+def quiet_library_logs() -> None:
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+
+
+def define_flags() -> None:
+  flags.DEFINE_multi_string('gin_file', [], 'Gin files, applied in order.')
+  flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings (NAME=VALUE).')
+  flags.DEFINE_multi_string(
+      'module_import', [], 'Modules to import first (e.g. to register tasks).')
+
+
+def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
+  """Turns `--gin.NAME=VALUE` into `--gin_bindings=NAME=VALUE`."""
+  out = []
+  for arg in argv:
+    if arg.startswith('--gin.'):
+      out.append('--gin_bindings=' + arg[len('--gin.'):])
+    else:
+      out.append(arg)
+  return out
+
+
+def import_modules(modules: Sequence[str]) -> None:
+  """Imports user modules (they register tasks); names the one that fails."""
+  if os.getcwd() not in sys.path:
+    sys.path.insert(0, os.getcwd())
+  for module in modules:
+    try:
+      importlib.import_module(module)
+      IMPORTED_MODULES.append(module)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ConfigError(f'--module_import={module}: {type(e).__name__}: {e}') from e
+
+
+def _resolve(path: str) -> str:
+  """A gin file as given, else relative to the repository root."""
+  for candidate in (path, os.path.join(REPO_ROOT, path)):
+    if os.path.isfile(candidate):
+      return candidate
+  raise ConfigError(f'--gin_file={path}: no such file.')
+
+
+def parse(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
+  """Parses gin files then bindings; every error names its file or binding."""
+  gin.add_config_file_search_path(GIN_DIR)
+  gin.add_config_file_search_path(REPO_ROOT)
+  for path in gin_files:
+    try:
+      gin.parse_config_file(_resolve(path))
+    except ConfigError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      raise ConfigError(f'--gin_file={path}: {_one_line(e)}') from e
+  for binding in bindings:
+    name = binding.split('=', 1)[0].strip()
+    if '=' not in binding:
+      raise ConfigError(f'--gin_bindings={binding}: expected NAME=VALUE.')
+    if '.' not in name and '/' not in name:
+      try:
+        gin.query_parameter(f'%{name}')
+      except ValueError:
+        raise ConfigError(
+            f'--gin.{name}: no gin file defines the macro {name}.') from None
+    try:
+      gin.parse_config(binding)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ConfigError(f'--gin_bindings={binding}: {_one_line(e)}') from e
+  gin.finalize()
+
+
+def _one_line(error: Exception) -> str:
+  return ' '.join(str(error).split())
+
+
+def run_or_exit(fn: Callable[[], object]) -> object:
+  """Runs `fn`; a user error (bad flag, config or data) exits with one line."""
+  # pylint: disable=g-import-not-at-top
+  from freelm_jax import prefetch
+  from tasks import sources
+  try:
+    return fn()
+  except (ConfigError, sources.DataError, prefetch.PipelineError, ValueError,
+          OSError) as e:
+    sys.exit(f'error: {sources.explain(e)}')
+  except Exception as e:  # tf.data wraps errors raised in its generators.
+    if 'DataError' in str(e):
+      sys.exit(f'error: {sources.explain(e)}')
+    raise

@@ -1,0 +1,124 @@
+"""FreeLM's two objectives around the network: language and teacher losses.
+
+An objective is a small object the trainer is handed: it knows how to turn a
+batch into a scalar loss plus metrics, and how many tokens a batch holds. A new
+teacher objective is a new `Objective`, never an edit of the trainer or loop.
+
+Batches are dicts of arrays:
+  language: `tokens`, `targets`, `positions`, `segment_ids`, `weights` [B, T]
+    (packed rows; `weights` is 0 on padding).
+  teacher: `tokens` [B, T] (right-padded propositions ending in `[cls]`),
+    `lengths`, `truth` (0 false / 1 true), `task_type`, `weights` [B].
+"""
+
+import dataclasses
+from typing import Any, Mapping, Protocol
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from freelm_jax import network
+
+Array = jax.Array
+Batch = Mapping[str, Array]
+TRUTH_HEAD = 0
+TASK_TYPE_HEAD = 1
+
+
+class Objective(Protocol):
+  """What the trainer needs of an objective."""
+
+  name: str
+
+  def loss(self, module: network.FreeLM, params: Any,
+           batch: Batch) -> tuple[Array, dict[str, Array]]:
+    """Returns (scalar loss to minimise, metrics)."""
+
+  def num_tokens(self, batch: Batch) -> Array:
+    """Tokens in the batch that the step processes (for tokens/s)."""
+
+
+def _weighted_mean(values: Array, weights: Array) -> Array:
+  return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class LanguageObjective:
+  """Next-token cross-entropy; padding and packed-segment boundaries masked."""
+
+  name: str = 'lm'
+
+  def loss(self, module, params, batch):
+    logits_BTV = module.apply(
+        {'params': params}, batch['tokens'], batch['positions'],
+        batch['segment_ids'], method=_lm_forward)
+    logits_BTV = logits_BTV.astype(jnp.float32)
+    losses_BT = optax.softmax_cross_entropy_with_integer_labels(
+        logits_BTV, batch['targets'])
+    weights_BT = batch['weights'].astype(jnp.float32)
+    correct_BT = jnp.argmax(logits_BTV, -1) == batch['targets']
+    loss = _weighted_mean(losses_BT, weights_BT)
+    return loss, {'loss': loss,
+                  'accuracy': _weighted_mean(correct_BT, weights_BT)}
+
+  def num_tokens(self, batch):
+    return jnp.sum(batch['weights'])
+
+
+def _lm_forward(module: network.FreeLM, tokens, positions, segment_ids):
+  return module.lm_logits(module(tokens, positions, segment_ids))
+
+
+def _cls_forward(module: network.FreeLM, tokens, lengths):
+  """Head logits at each row's `[cls]` (its last non-padding token)."""
+  hidden_BTD = module(tokens)
+  cls_index_B = jnp.maximum(lengths - 1, 0)
+  hidden_BD = jnp.take_along_axis(
+      hidden_BTD, cls_index_B[:, None, None], axis=1)[:, 0]
+  return module.head_logits(hidden_BD)
+
+
+def head_logits_at_cls(module, params, tokens, lengths) -> Array:
+  """float32 logits of every head at `[cls]`, [B, heads, max_labels]."""
+  logits = module.apply({'params': params}, tokens, lengths, method=_cls_forward)
+  return logits.astype(jnp.float32)
+
+
+def truth_probability(module, params, tokens, lengths) -> Array:
+  """P(true) per proposition: softmax over the truth head's own two logits."""
+  logits = head_logits_at_cls(module, params, tokens, lengths)
+  return jax.nn.softmax(logits[:, TRUTH_HEAD, :2], axis=-1)[:, 1]
+
+
+def _masked_logits(logits: Array, num_labels: int) -> Array:
+  """Keeps the first `num_labels` logits of a head; the rest get -inf."""
+  valid = jnp.arange(logits.shape[-1]) < num_labels
+  return jnp.where(valid, logits, -jnp.inf)
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherObjective:
+  """Truth-head cross-entropy plus the weighted task-type-head cross-entropy."""
+
+  task_type_weight: float = 0.5
+  name: str = 'teacher'
+
+  def loss(self, module, params, batch):
+    logits = head_logits_at_cls(module, params, batch['tokens'], batch['lengths'])
+    truth_logits = logits[:, TRUTH_HEAD, :2]
+    type_logits = _masked_logits(
+        logits[:, TASK_TYPE_HEAD], module.config.head_labels[TASK_TYPE_HEAD])
+    weights = batch['weights'].astype(jnp.float32)
+    truth_loss = _weighted_mean(optax.softmax_cross_entropy_with_integer_labels(
+        truth_logits, batch['truth']), weights)
+    type_loss = _weighted_mean(optax.softmax_cross_entropy_with_integer_labels(
+        type_logits, batch['task_type']), weights)
+    loss = truth_loss + self.task_type_weight * type_loss
+    accuracy = _weighted_mean(
+        jnp.argmax(truth_logits, -1) == batch['truth'], weights)
+    return loss, {'loss': loss, 'truth_loss': truth_loss,
+                  'task_type_loss': type_loss, 'accuracy': accuracy}
+
+  def num_tokens(self, batch):
+    return jnp.sum(batch['lengths'] * batch['weights'])

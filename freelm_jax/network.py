@@ -1,0 +1,241 @@
+"""The FreeLM network: a GPT-2 decoder with a multi-task teacher head.
+
+The architecture is exactly GPT-2's (pre-LayerNorm blocks, tanh GELU, learned
+position embeddings, output projection tied to the token embedding, LayerNorm
+eps 1e-5), so GPT-2 and FreeLM checkpoints map onto it one tensor at a time.
+The network knows nothing about losses: see `models.py`.
+
+Every parameter carries logical axis names (`embed`, `heads`, `kv`, `mlp`,
+`vocab`, ...) that `partitioning.LOGICAL_AXIS_RULES` maps onto the mesh.
+Tensor names inside the network carry their shape: B batch, T time (query),
+S time (key), D d_model, H heads, K head dim, F mlp, V vocab.
+"""
+
+import dataclasses
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Shape and numerics of a FreeLM network (bound in gin/models/*.gin)."""
+
+  vocab_size: int
+  num_layers: int
+  d_model: int
+  num_heads: int
+  max_len: int
+  head_labels: Sequence[int] = (2, 8)
+  mlp_dim: Optional[int] = None  # 4 * d_model when None, as in GPT-2.
+  dtype: str = 'float32'  # compute dtype; parameters are always float32.
+  scan_layers: bool = True
+  remat_policy: str = 'none'  # 'none', 'full' or a jax.checkpoint_policies name.
+  init_std: float = 0.02
+
+  @property
+  def mlp_features(self) -> int:
+    return self.mlp_dim or 4 * self.d_model
+
+  @property
+  def max_labels(self) -> int:
+    return max(self.head_labels)
+
+  @property
+  def compute_dtype(self):
+    return jnp.dtype(self.dtype)
+
+
+def _init(std: float, *axes: str):
+  return nn.with_logical_partitioning(nn.initializers.normal(std), axes)
+
+
+def _zeros(*axes: str):
+  return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
+
+
+def _ones(*axes: str):
+  return nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
+
+
+def _layer_norm(config: ModelConfig, name: str) -> nn.LayerNorm:
+  return nn.LayerNorm(
+      epsilon=1e-5, dtype=config.compute_dtype, name=name,
+      scale_init=_ones('norm'), bias_init=_zeros('norm'))
+
+
+def attention_mask(segment_ids: Array) -> Array:
+  """Causal mask restricted to tokens of the same packed segment: [B,1,T,S]."""
+  T = segment_ids.shape[-1]
+  causal_TS = jnp.tril(jnp.ones((T, T), dtype=bool))
+  same_BTS = segment_ids[:, :, None] == segment_ids[:, None, :]
+  return (causal_TS[None] & same_BTS)[:, None]
+
+
+class DenseGeneral(nn.Module):
+  """`x @ kernel + bias`, contracting x's last axes with the kernel's first.
+
+  The kernel is created in its final shape (no flattening), so its logical
+  axes hold from initialisation on.
+  """
+
+  features: tuple
+  kernel_axes: tuple
+  std: float
+  dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    num_in = len(self.kernel_axes) - len(self.features)
+    kernel = self.param('kernel', _init(self.std, *self.kernel_axes),
+                        x.shape[-num_in:] + tuple(self.features))
+    bias = self.param('bias', _zeros(*self.kernel_axes[num_in:]), tuple(self.features))
+    contract = (tuple(range(x.ndim - num_in, x.ndim)), tuple(range(num_in)))
+    y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
+                            (contract, ((), ())))
+    return y + bias.astype(self.dtype)
+
+
+class Attention(nn.Module):
+  """Multi-head causal self-attention (GPT-2's `attn`)."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BTD: Array, mask_B1TS: Array) -> Array:
+    cfg = self.config
+    K = cfg.d_model // cfg.num_heads
+    proj = lambda name: DenseGeneral(
+        (cfg.num_heads, K), ('embed', 'heads', 'kv'), cfg.init_std,
+        cfg.compute_dtype, name=name)
+    q_BTHK, k_BSHK, v_BSHK = (proj(n)(x_BTD) for n in ('query', 'key', 'value'))
+    q_BTHK = nn.with_logical_constraint(
+        q_BTHK, ('activation_batch', 'activation_length', 'activation_heads', 'activation_kv'))
+    out_BTHK = jax.nn.dot_product_attention(
+        q_BTHK, k_BSHK, v_BSHK, mask=mask_B1TS)
+    return DenseGeneral((cfg.d_model,), ('heads', 'kv', 'embed'),
+                        _residual_std(cfg), cfg.compute_dtype, name='out')(out_BTHK)
+
+
+def _residual_std(cfg: ModelConfig) -> float:
+  """GPT-2 scales residual projections by 1/sqrt(2 * num_layers) at init."""
+  return cfg.init_std / (2 * cfg.num_layers) ** 0.5
+
+
+class Mlp(nn.Module):
+  """GPT-2's feed-forward block with the tanh-approximated GELU."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BTD: Array) -> Array:
+    cfg = self.config
+    h_BTF = DenseGeneral((cfg.mlp_features,), ('embed', 'mlp'), cfg.init_std,
+                         cfg.compute_dtype, name='fc')(x_BTD)
+    h_BTF = jax.nn.gelu(h_BTF, approximate=True)
+    h_BTF = nn.with_logical_constraint(
+        h_BTF, ('activation_batch', 'activation_length', 'activation_mlp'))
+    return DenseGeneral((cfg.d_model,), ('mlp', 'embed'), _residual_std(cfg),
+                        cfg.compute_dtype, name='proj')(h_BTF)
+
+
+class Block(nn.Module):
+  """One pre-LayerNorm transformer block; scan-compatible signature."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BTD: Array, mask_B1TS: Array):
+    cfg = self.config
+    x_BTD = x_BTD + Attention(cfg, name='attn')(
+        _layer_norm(cfg, 'ln_1')(x_BTD), mask_B1TS)
+    x_BTD = x_BTD + Mlp(cfg, name='mlp')(_layer_norm(cfg, 'ln_2')(x_BTD))
+    x_BTD = nn.with_logical_constraint(
+        x_BTD, ('activation_batch', 'activation_length', 'activation_embed'))
+    return x_BTD, None
+
+
+def _remat(block_cls, policy: str):
+  """Wraps the block in `nn.remat` according to the configured policy."""
+  if policy == 'none':
+    return block_cls
+  if policy == 'full':
+    return nn.remat(block_cls, prevent_cse=False)
+  return nn.remat(block_cls, prevent_cse=False,
+                  policy=getattr(jax.checkpoint_policies, policy))
+
+
+class Decoder(nn.Module):
+  """The stack of blocks plus the final LayerNorm (GPT-2's `h` and `ln_f`)."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BTD: Array, mask_B1TS: Array) -> Array:
+    cfg = self.config
+    block = _remat(Block, cfg.remat_policy)
+    if cfg.scan_layers:
+      x_BTD, _ = nn.scan(
+          block, variable_axes={'params': 0}, split_rngs={'params': True},
+          in_axes=nn.broadcast, length=cfg.num_layers,
+          metadata_params={nn.PARTITION_NAME: 'layers'})(cfg, name='layers')(
+              x_BTD, mask_B1TS)
+    else:
+      for i in range(cfg.num_layers):
+        x_BTD, _ = block(cfg, name=f'layers_{i}')(x_BTD, mask_B1TS)
+    return _layer_norm(cfg, 'ln_f')(x_BTD)
+
+
+class FreeLM(nn.Module):
+  """GPT-2 decoder with tied LM logits and the multi-task teacher head.
+
+  Methods: `__call__` gives final hidden states; `lm_logits` and
+  `head_logits` read them out; `init_all` touches every parameter.
+  """
+
+  config: ModelConfig
+
+  def setup(self):
+    cfg = self.config
+    self.wte = nn.Embed(
+        cfg.vocab_size, cfg.d_model, dtype=cfg.compute_dtype,
+        embedding_init=_init(cfg.init_std, 'vocab', 'embed'))
+    self.wpe = nn.Embed(
+        cfg.max_len, cfg.d_model, dtype=cfg.compute_dtype,
+        embedding_init=_init(0.01, 'length', 'embed'))
+    self.decoder = Decoder(cfg)
+    # (heads, d_model, max_labels), no bias: the layout of FreeLM's mtc_head.
+    self.head_kernel = self.param(
+        'head', _init(cfg.init_std, 'heads_mt', 'embed', 'labels'),
+        (len(cfg.head_labels), cfg.d_model, cfg.max_labels))
+
+  def __call__(self, tokens_BT: Array, positions_BT: Optional[Array] = None,
+               segment_ids_BT: Optional[Array] = None) -> Array:
+    """Returns the hidden states after `ln_f`, [B, T, D]."""
+    if positions_BT is None:
+      positions_BT = jnp.broadcast_to(
+          jnp.arange(tokens_BT.shape[-1]), tokens_BT.shape)
+    if segment_ids_BT is None:
+      segment_ids_BT = jnp.ones_like(tokens_BT)
+    x_BTD = self.wte(tokens_BT) + self.wpe(positions_BT)
+    x_BTD = nn.with_logical_constraint(
+        x_BTD, ('activation_batch', 'activation_length', 'activation_embed'))
+    return self.decoder(x_BTD, attention_mask(segment_ids_BT))
+
+  def lm_logits(self, hidden_BTD: Array) -> Array:
+    """Next-token logits through the tied embedding, [B, T, V]."""
+    return self.wte.attend(hidden_BTD)
+
+  def head_logits(self, hidden_BD: Array) -> Array:
+    """All teacher heads' logits for one hidden state per row, [B, heads, L]."""
+    kernel = jnp.asarray(self.head_kernel, self.config.compute_dtype)
+    return jnp.einsum('bd,hdl->bhl', hidden_BD, kernel)
+
+  def init_all(self, tokens_BT: Array) -> Array:
+    hidden_BTD = self(tokens_BT)
+    return self.lm_logits(hidden_BTD).sum() + self.head_logits(
+        hidden_BTD[:, -1]).sum()

@@ -1,0 +1,111 @@
+"""Runs an input pipeline in its own process and hands its batches over.
+
+Why a process: our pipelines call Python inside tf.data (the HF tokenizer,
+JSONL readers), and TensorFlow deadlocks when an iterator with such calls in
+flight is destroyed while the destroying thread holds the GIL (at exit, or
+when a run stops early). A worker process is simply terminated instead; it
+also keeps tf.data's threads from competing with the train step for the GIL.
+"""
+
+import importlib
+import multiprocessing
+import os
+import queue
+import traceback
+from typing import Any, Iterator, Sequence
+
+_END = '__end__'
+_ERROR = '__error__'
+
+
+class PipelineError(ValueError):
+  """The worker's pipeline failed; the message is the worker's one-line reason."""
+
+
+def _put(out, item, parent: int) -> None:
+  """Blocks until `out` takes `item`; exits if the parent process is gone."""
+  while True:
+    try:
+      return out.put(item, timeout=1)
+    except queue.Full:
+      if os.getppid() != parent:
+        os._exit(1)
+
+
+def _worker(function: str, kwargs: dict, modules: Sequence[str], out,
+            parent: int) -> None:
+  """Child process: imports modules, iterates `function(**kwargs)` into `out`."""
+  try:
+    for module in modules:
+      importlib.import_module(module)
+    module_name, name = function.rsplit('.', 1)
+    for item in getattr(importlib.import_module(module_name), name)(**kwargs):
+      _put(out, item, parent)
+    _put(out, _END, parent)
+  except BaseException as e:  # pylint: disable=broad-except
+    from tasks import sources  # pylint: disable=g-import-not-at-top
+    if 'DataError' not in str(e) and not isinstance(e, ValueError):
+      traceback.print_exc()  # an unexpected failure: keep its traceback.
+    _put(out, (_ERROR, sources.explain(e)), parent)
+  out.close()
+  out.join_thread()
+  os._exit(0)  # skip TensorFlow's destructors (see the module docstring).
+
+
+class ProcessIterator:
+  """Iterates `function(**kwargs)` (a dotted path) in a spawned process.
+
+  Args:
+    function: dotted path of a generator function, e.g.
+      'freelm_jax.input_pipeline.lm_batches'.
+    kwargs: its keyword arguments (picklable).
+    modules: modules the worker imports first (e.g. ones registering tasks).
+    buffer_size: items the worker may produce ahead of the consumer.
+  """
+
+  def __init__(self, function: str, kwargs: dict, modules: Sequence[str] = (),
+               buffer_size: int = 8):
+    context = multiprocessing.get_context('spawn')
+    self._queue = context.Queue(maxsize=buffer_size)
+    self._process = context.Process(
+        target=_worker,
+        args=(function, kwargs, list(modules), self._queue, os.getpid()),
+        daemon=True)
+    self._process.start()
+    self._done = False
+
+  def __iter__(self) -> Iterator[Any]:
+    return self
+
+  def __next__(self) -> Any:
+    if self._done:
+      raise StopIteration
+    while True:
+      try:
+        item = self._queue.get(timeout=5)
+        break
+      except queue.Empty:
+        if not self._process.is_alive():
+          self.close()
+          raise PipelineError(
+              f'input worker died (exit code {self._process.exitcode}).') from None
+    if isinstance(item, str) and item == _END:
+      self.close()
+      raise StopIteration
+    if isinstance(item, tuple) and len(item) == 2 and item[0] == _ERROR:
+      self.close()
+      raise PipelineError(item[1])
+    return item
+
+  def close(self) -> None:
+    """Stops the worker (safe to call twice)."""
+    self._done = True
+    if self._process.is_alive():
+      self._process.terminate()
+    self._process.join(timeout=10)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()

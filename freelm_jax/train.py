@@ -1,0 +1,36 @@
+r"""Trains FreeLM.
+
+  python -m freelm_jax.train --gin_file=gin/base.gin \
+      [--gin_file=...] [--gin.NAME=VALUE ...] [--model_dir=DIR] [--module_import=M]
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+from freelm_jax import gin_utils
+
+gin_utils.define_flags()
+flags.DEFINE_string('model_dir', None, 'Overrides the MODEL_DIR macro.')
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  gin_utils.quiet_library_logs()
+  from freelm_jax import train_lib  # pylint: disable=g-import-not-at-top
+  bindings = list(FLAGS.gin_bindings)
+  if FLAGS.model_dir:
+    bindings.append(f'MODEL_DIR = {FLAGS.model_dir!r}')
+
+  def run():
+    gin_utils.import_modules(FLAGS.module_import)
+    gin_utils.parse(FLAGS.gin_file, bindings)
+    train_lib.train()
+
+  gin_utils.run_or_exit(run)
+
+
+if __name__ == '__main__':
+  app.run(main, argv=gin_utils.rewrite_gin_args(sys.argv))

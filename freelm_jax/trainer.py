@@ -1,0 +1,161 @@
+"""The train state, the optimizer, the objective schedule and the jitted steps.
+
+One jitted step per objective, each compiled once: the loop picks which one to
+call from the step number (`objective_for_step`). State and batches are
+sharded over the mesh by the logical axis rules in `partitioning.py`.
+"""
+
+import contextlib
+from typing import Any, Callable, Mapping
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from freelm_jax import models
+from freelm_jax import network
+from freelm_jax import partitioning
+
+SCHEDULES = ('parity', 'lm_only', 'teacher_only')
+
+
+def objective_for_step(step: int, schedule: str) -> str:
+  """Which objective trains at `step` (counting from 0).
+
+  'parity': even steps (0, 2, ...) language, odd steps teacher.
+  """
+  if schedule == 'parity':
+    return 'lm' if step % 2 == 0 else 'teacher'
+  if schedule == 'lm_only':
+    return 'lm'
+  if schedule == 'teacher_only':
+    return 'teacher'
+  raise ValueError(
+      f'OBJECTIVE_SCHEDULE={schedule!r} is not one of {", ".join(SCHEDULES)}.')
+
+
+def objective_counts(num_steps: int, schedule: str) -> dict[str, int]:
+  """How many of the first `num_steps` steps each objective took."""
+  objective_for_step(0, schedule)  # validates the name
+  lm = {'parity': (num_steps + 1) // 2, 'lm_only': num_steps,
+        'teacher_only': 0}[schedule]
+  return {'lm': lm, 'teacher': num_steps - lm}
+
+
+def create_optimizer(
+    learning_rate: float, total_steps: int, warmup_steps: int = 100,
+    end_learning_rate_ratio: float = 0.1, weight_decay: float = 0.01,
+    b1: float = 0.9, b2: float = 0.95, grad_clip_norm: float = 1.0,
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW with linear warm-up, cosine decay and global-norm clipping.
+
+  Weight decay applies to matrices only (not biases, LayerNorm or scalars).
+  """
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=learning_rate,
+      warmup_steps=min(warmup_steps, max(total_steps - 1, 1)),
+      decay_steps=max(total_steps, warmup_steps + 1),
+      end_value=learning_rate * end_learning_rate_ratio)
+  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+  optimizer = optax.chain(
+      optax.clip_by_global_norm(grad_clip_norm),
+      optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay,
+                  mask=decay_mask))
+  return optimizer, schedule
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+class Trainer:
+  """Builds the sharded train state and the jitted per-objective steps."""
+
+  def __init__(self, module: network.FreeLM,
+               optimizer: optax.GradientTransformation,
+               learning_rate_fn: optax.Schedule,
+               objectives: Mapping[str, models.Objective],
+               mesh: jax.sharding.Mesh):
+    self.module = module
+    self.optimizer = optimizer
+    self.learning_rate_fn = learning_rate_fn
+    self.objectives = dict(objectives)
+    self.mesh = mesh
+    self.state_sharding = partitioning.logical_sharding(
+        jax.eval_shape(self._init_boxed, jax.random.key(0)), mesh)
+    self.batch_sharding = partitioning.batch_sharding(mesh)
+    self._steps = {
+        name: jax.jit(
+            self._make_step(objective),
+            in_shardings=(self.state_sharding, self.batch_sharding),
+            out_shardings=(self.state_sharding, partitioning.replicated(mesh)),
+            donate_argnums=0)
+        for name, objective in self.objectives.items()}
+    self._truth_probability = jax.jit(
+        lambda params, tokens, lengths: models.truth_probability(
+            self.module, params, tokens, lengths),
+        in_shardings=(self.state_sharding.params, self.batch_sharding,
+                      self.batch_sharding))
+
+  def _init_boxed(self, rng: jax.Array) -> TrainState:
+    """A fresh state whose parameters still carry their logical axis names."""
+    tokens = jnp.zeros((1, min(8, self.module.config.max_len)), jnp.int32)
+    params = self.module.init(rng, tokens, method=network.FreeLM.init_all)['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=self.optimizer.init(params))
+
+  def init_state(self, seed: int) -> TrainState:
+    """A fresh state created directly in its sharded layout."""
+    init = jax.jit(lambda rng: nn.meta.unbox(self._init_boxed(rng)),
+                   out_shardings=self.state_sharding)
+    with self.activate():
+      return init(jax.random.key(seed))
+
+  def abstract_state(self) -> TrainState:
+    """Shapes, dtypes and shardings of the state (for checkpoint restore)."""
+    shapes = nn.meta.unbox(jax.eval_shape(self._init_boxed, jax.random.key(0)))
+    return jax.tree.map(
+        lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+        shapes, self.state_sharding)
+
+  def _make_step(self, objective: models.Objective) -> Callable:
+    """The (state, batch) -> (state, metrics) update for one objective."""
+
+    def step(state: TrainState, batch):
+      loss_fn = lambda params: objective.loss(self.module, params, batch)
+      (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+      updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+      metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
+                     num_tokens=objective.num_tokens(batch),
+                     learning_rate=self.learning_rate_fn(state.step))
+      return TrainState(step=state.step + 1, params=params,
+                        opt_state=opt_state), metrics
+
+    return step
+
+  @contextlib.contextmanager
+  def activate(self):
+    """Context in which the mesh and the logical axis rules are in force."""
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
+      yield
+
+  def train_step(self, state: TrainState, batch, objective: str):
+    """Runs one jitted update of `objective` ('lm' or 'teacher')."""
+    with self.activate():
+      return self._steps[objective](state, batch)
+
+  def truth_probability(self, params, tokens, lengths) -> jax.Array:
+    """P(true) at `[cls]` for a batch of propositions."""
+    with self.activate():
+      return self._truth_probability(params, tokens, lengths)
+
+  def shard_batch(self, local_batch: Mapping[str, Any]) -> dict[str, jax.Array]:
+    """Assembles a global batch from this process's rows."""
+    return {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
+            for k, v in local_batch.items()}

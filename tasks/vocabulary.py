@@ -1,0 +1,222 @@
+"""A seqio vocabulary for GPT-2-style byte-level BPE (vocab.json + merges.txt).
+
+Tokenization goes through HF `tokenizers` with a byte-level pre-tokenizer
+(`add_prefix_space=False`) and decoder, i.e. exactly like GPT-2, so GPT-2
+checkpoints can be used with it.
+
+FreeLM needs the special tokens `<|endoftext|>`, `[sep]`, `[cls]` and `[pad]`.
+Any of them that `vocab.json` already contains keeps its id (our demo vocab:
+`[pad]`=0, `<|endoftext|>`=1, `[sep]`=2, `[cls]`=3). Missing ones are appended
+after the BPE vocab in the order `<|endoftext|>`, `[sep]`, `[cls]`, `[pad]`; for
+the real GPT-2 files (which have `<|endoftext|>`=50256) this gives the FreeLM
+ids `[sep]`=50257, `[cls]`=50258, `[pad]`=50259, so `vocab_size` is 50260 and
+a GPT-2 embedding table (50257 rows) must be grown accordingly. All four are
+registered as special tokens, so e.g. `"a [sep] b"` encodes `[sep]` as one id
+(the spaces around it stay ordinary tokens, so encode/decode round-trips).
+
+Padding caveat: seqio's feature converters pad with id 0 and derive loss
+weights from `ids != 0`, i.e. they assume `pad_id == 0` (see
+`seqio_pad_compatible`). That holds for the demo vocab but not for GPT-2, whose
+id 0 is "!" and whose `[pad]` is 50259. Ids are never remapped here.
+"""
+
+import hashlib
+import os
+import threading
+from typing import Dict, Iterable, Optional, Sequence
+
+from absl import logging
+import numpy as np
+import seqio
+import tensorflow as tf
+import tokenizers
+from tokenizers import decoders, models, pre_tokenizers
+
+EOS_TOKEN = "<|endoftext|>"
+SEP_TOKEN = "[sep]"
+CLS_TOKEN = "[cls]"
+PAD_TOKEN = "[pad]"
+# Order in which missing special tokens are appended after the BPE vocab.
+SPECIAL_TOKENS = (EOS_TOKEN, SEP_TOKEN, CLS_TOKEN, PAD_TOKEN)
+
+_LOAD_LOCK = threading.Lock()
+
+
+class BPEVocabulary(seqio.Vocabulary):
+  """GPT-2-style byte-level BPE vocabulary with FreeLM's special tokens.
+
+  The tokenizer is built lazily on first use and is not pickled (only the
+  file paths are), so instances are cheap to create, copy and pickle.
+  Files must be local paths (read by `tokenizers.models.BPE.from_file`).
+
+  `decode` drops `[pad]` and `<|endoftext|>` ids (seqio's `decode` already
+  truncates after the first EOS and `decode_tf` fills it with `pad_id`), but
+  keeps `[sep]` and `[cls]` as text.
+  """
+
+  def __init__(self, vocab_file: str, merges_file: str):
+    """Initializes the vocabulary.
+
+    Args:
+      vocab_file: path to the BPE `vocab.json` (token -> id).
+      merges_file: path to the BPE `merges.txt`.
+    """
+    super().__init__(extra_ids=0)
+    self._vocab_file = vocab_file
+    self._merges_file = merges_file
+    self._tokenizer: Optional[tokenizers.Tokenizer] = None
+    self._special_ids: Dict[str, int] = {}
+
+  # --- Loading / pickling -------------------------------------------------
+
+  def __getstate__(self):
+    return {"vocab_file": self._vocab_file, "merges_file": self._merges_file}
+
+  def __setstate__(self, state):
+    self.__init__(state["vocab_file"], state["merges_file"])
+
+  @property
+  def tokenizer(self) -> tokenizers.Tokenizer:
+    """The underlying HF tokenizer (built on first access)."""
+    if self._tokenizer is None:
+      with _LOAD_LOCK:
+        if self._tokenizer is None:
+          self._load()
+    return self._tokenizer
+
+  def _load(self) -> None:
+    tok = tokenizers.Tokenizer(
+        models.BPE.from_file(self._vocab_file, self._merges_file))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    # Existing tokens keep their id; missing ones are appended in this order.
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    self._special_ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
+    if self._special_ids[PAD_TOKEN] != seqio.vocabularies.PAD_ID:
+      logging.warning(
+          "BPEVocabulary(%s): pad_id=%d but seqio pads with %d; feature "
+          "converters/packing will treat id %d as padding.", self._vocab_file,
+          self._special_ids[PAD_TOKEN], seqio.vocabularies.PAD_ID,
+          seqio.vocabularies.PAD_ID)
+    self._tokenizer = tok
+
+  def _special_id(self, token: str) -> int:
+    _ = self.tokenizer  # Ensures _special_ids is filled.
+    return self._special_ids[token]
+
+  # --- Ids ----------------------------------------------------------------
+
+  @property
+  def pad_id(self) -> int:
+    """The `[pad]` id (may be != 0, see `seqio_pad_compatible`)."""
+    return self._special_id(PAD_TOKEN)
+
+  @property
+  def eos_id(self) -> int:
+    """The `<|endoftext|>` id."""
+    return self._special_id(EOS_TOKEN)
+
+  @property
+  def bos_id(self) -> Optional[int]:
+    return None
+
+  @property
+  def unk_id(self) -> Optional[int]:
+    return None  # Byte-level BPE has no unknown tokens.
+
+  @property
+  def sep_id(self) -> int:
+    """The `[sep]` id."""
+    return self._special_id(SEP_TOKEN)
+
+  @property
+  def cls_id(self) -> int:
+    """The `[cls]` id."""
+    return self._special_id(CLS_TOKEN)
+
+  @property
+  def seqio_pad_compatible(self) -> bool:
+    """Whether `pad_id == 0`, as seqio's feature converters/packing assume."""
+    return self.pad_id == seqio.vocabularies.PAD_ID
+
+  @property
+  def _base_vocab_size(self) -> int:
+    """Number of ids: the BPE vocab plus any appended special tokens."""
+    return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+  # --- Python encode / decode ---------------------------------------------
+
+  def _encode(self, s: str) -> Sequence[int]:
+    return self.tokenizer.encode(s).ids
+
+  def _decode(self, ids: Iterable[int]) -> str:
+    drop = (self.pad_id, self.eos_id)
+    ids = [int(i) for i in ids if int(i) not in drop]
+    return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+  # --- TF encode / decode (via tf.numpy_function; works in tf.data) --------
+
+  def _encode_np(self, s: bytes) -> np.ndarray:
+    return np.asarray(self._encode(s.decode("utf-8")), dtype=np.int32)
+
+  def _encode_batch_np(self, s: np.ndarray):
+    encs = self.tokenizer.encode_batch([x.decode("utf-8") for x in s])
+    lengths = np.asarray([len(e.ids) for e in encs], dtype=np.int64)
+    flat = np.asarray([i for e in encs for i in e.ids], dtype=np.int32)
+    return flat, lengths
+
+  def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
+    """Encodes a scalar string (-> int32 [None]) or a 1-D batch (-> ragged)."""
+    s = tf.convert_to_tensor(s, dtype=tf.string)
+    if s.shape.rank == 1:
+      flat, lengths = tf.numpy_function(
+          self._encode_batch_np, [s], [tf.int32, tf.int64], stateful=False)
+      flat.set_shape([None])
+      lengths.set_shape(s.shape)
+      return tf.RaggedTensor.from_row_lengths(flat, lengths)
+    ids = tf.numpy_function(self._encode_np, [s], tf.int32, stateful=False)
+    ids.set_shape([None])
+    return ids
+
+  def _decode_np(self, ids: np.ndarray) -> np.ndarray:
+    rows = ids.reshape(-1, ids.shape[-1])
+    out = [self._decode(r.tolist()).encode("utf-8") for r in rows]
+    return np.array(out, dtype=object).reshape(ids.shape[:-1])
+
+  def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
+    """Decodes int ids [..., length] to strings [...]."""
+    ids = tf.convert_to_tensor(ids)
+    out = tf.numpy_function(self._decode_np, [ids], tf.string, stateful=False)
+    if ids.shape.rank is not None:
+      out.set_shape(ids.shape[:-1])
+    return out
+
+  # --- Comparison ---------------------------------------------------------
+
+  def _digest(self) -> str:
+    h = hashlib.sha256()
+    for path in (self._vocab_file, self._merges_file):
+      with open(path, "rb") as f:
+        h.update(f.read())
+    return h.hexdigest()
+
+  def __eq__(self, other) -> bool:
+    """Equal iff both vocabularies are built from identical file contents."""
+    if not isinstance(other, BPEVocabulary):
+      return False
+    return self._digest() == other._digest()
+
+  def __str__(self) -> str:
+    return (f"BPEVocabulary(vocab_file={self._vocab_file!r}, "
+            f"merges_file={self._merges_file!r})")
+
+  __repr__ = __str__
+
+
+DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "wordnet")
+
+
+def demo_vocabulary() -> BPEVocabulary:
+  """The small BPE shipped with the embedded WordNet default."""
+  return BPEVocabulary(os.path.join(DEMO_DIR, "vocab.json"),
+                       os.path.join(DEMO_DIR, "merges.txt"))

@@ -1,0 +1,31 @@
+"""The environment `make setup` builds, and what the model path imports."""
+
+import importlib.metadata
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize('nightly', ['seqio-nightly', 'tfds-nightly'])
+def test_no_nightly_twin_of_seqio_or_tfds_is_installed(nightly):
+  # t5's metadata pulls these; they install the same modules as seqio and
+  # tensorflow-datasets. `make setup` installs t5 with --no-deps.
+  with pytest.raises(importlib.metadata.PackageNotFoundError):
+    importlib.metadata.distribution(nightly)
+  importlib.metadata.distribution('seqio')
+  importlib.metadata.distribution('tensorflow-datasets')
+
+
+def test_t5_metrics_import_without_its_pulled_dependencies():
+  from t5.evaluation import metrics  # pylint: disable=g-import-not-at-top
+  assert metrics.accuracy([1, 0], [1, 1])['accuracy'] == 50.0
+
+
+def test_model_and_train_step_import_without_tensorflow_or_seqio():
+  code = ('import sys; import freelm_jax.network, freelm_jax.models, freelm_jax.trainer, '
+          'freelm_jax.partitioning; '
+          'print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "seqio")))')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                       check=True).stdout.strip()
+  assert out == '[]'

@@ -1,0 +1,165 @@
+"""Proposition building, `tasks.register` validation and the two streams."""
+
+import gzip
+import json
+import uuid
+
+import numpy as np
+import pytest
+import seqio
+
+import tasks
+from freelm_jax import input_pipeline
+from freelm_jax import prefetch
+from tasks import baseline
+from tasks import vocabulary
+
+VOCAB = vocabulary.demo_vocabulary()
+NLI = {0: 'Here, "{sentence2}" follows from the text.',
+       1: 'Here, "{sentence2}" is unrelated to the text.',
+       2: 'Here, "{sentence2}" contradicts the text.'}
+
+
+def _write_jsonl(path, rows, gz=False):
+  opener = gzip.open if gz else open
+  with opener(path, 'wt') as f:
+    for row in rows:
+      f.write(row if isinstance(row, str) else json.dumps(row))
+      f.write('\n')
+  return str(path)
+
+
+def _register(path, **kwargs):
+  name = f'test_{uuid.uuid4().hex[:8]}'
+  spec = dict(source={'validation': path}, instance='{sentence1}',
+              propositions=NLI, label_field='label', task_type='test_nli')
+  spec.update(kwargs)
+  tasks.register(name, **spec)
+  return name
+
+
+def _propositions(name, seq_len=64):
+  ds = input_pipeline.teacher_dataset(name, seq_len, 'validation', shuffle=False,
+                                      seed=None, num_epochs=1)
+  return list(ds.as_numpy_iterator())  # read to the end: no iterator left in flight
+
+
+ROWS = [{'sentence1': 'A man plays a guitar.', 'sentence2': 'A man plays music.', 'label': 0},
+        {'sentence1': 'Two dogs run.', 'sentence2': 'The cats sleep.', 'label': 2},
+        {'sentence1': 'It rains.', 'sentence2': 'Pigs can fly.', 'label': 1}]
+
+
+def test_each_example_yields_one_proposition_per_label_exactly_one_true(tmp_path):
+  name = _register(_write_jsonl(tmp_path / 'nli.jsonl', ROWS))
+  props = _propositions(name)
+  assert len(props) == 3 * len(ROWS)
+  for i, row in enumerate(ROWS):
+    group = [p for p in props if p['example_id'] == i]
+    assert [p['candidate'] for p in group] == [0, 1, 2]
+    assert [p['truth'] for p in group] == [int(c == row['label']) for c in range(3)]
+    for p in group:
+      text = VOCAB.decode(p['tokens'][:p['lengths']].tolist())
+      expected = row['sentence1'] + '[sep]' + NLI[p['candidate']].format(**row) + '[cls]'
+      assert text == expected
+      assert p['tokens'][p['lengths'] - 1] == VOCAB.cls_id
+      assert p['task_type'] == tasks.task_types().index('test_nli')
+
+
+def test_truncation_keeps_sep_proposition_and_cls(tmp_path):
+  long = {'sentence1': 'word ' * 200, 'sentence2': 'short', 'label': 1}
+  name = _register(_write_jsonl(tmp_path / 'long.jsonl.gz', [long], gz=True))
+  for p in _propositions(name, seq_len=24):
+    tokens = p['tokens'][:p['lengths']].tolist()
+    assert len(tokens) == 24
+    assert tokens[-1] == VOCAB.cls_id and VOCAB.sep_id in tokens
+    proposition = VOCAB.encode(NLI[p['candidate']].format(**long))
+    assert tokens[-1 - len(proposition):-1] == proposition
+
+
+def test_string_labels_and_number_fields(tmp_path):
+  rows = [{'q': 'Is it 3?', 'n': 3, 'answer': 'yes'}]
+  name = _register(_write_jsonl(tmp_path / 'qa.jsonl', rows), instance='{q}',
+                   propositions={'yes': 'The number is {n}.', 'no': 'It is not {n}.'},
+                   label_field='answer')
+  props = _propositions(name)
+  assert [p['truth'] for p in props] == [1, 0]
+  assert VOCAB.decode(props[0]['tokens'][:props[0]['lengths']].tolist()).endswith(
+      'The number is 3.[cls]')
+
+
+@pytest.mark.parametrize('template, message', [
+    ('Here {0} holds.', 'plain'), ('Value {x:.2f}.', 'plain'), ('{a.b}', 'plain')])
+def test_register_rejects_templates_tf_cannot_format(tmp_path, template, message):
+  with pytest.raises(ValueError, match=message):
+    _register(str(tmp_path / 'x.jsonl'), propositions={0: template, 1: 'ok'})
+
+
+def test_register_rejects_mixed_label_types(tmp_path):
+  with pytest.raises(ValueError, match='must all be int or all str'):
+    _register(str(tmp_path / 'x.jsonl'), propositions={0: 'a', '1': 'b'})
+
+
+def _error_of(name):
+  """The one-line error a pipeline worker reports for a task."""
+  iterator = prefetch.ProcessIterator(
+      'freelm_jax.input_pipeline.eval_batches',
+      dict(names=[name], seq_len=32, batch_size=4, split='validation'),
+      modules=())
+  with pytest.raises(prefetch.PipelineError) as error:
+    list(iterator)
+  return str(error.value)
+
+
+def test_bad_rows_name_file_line_task_and_field(tmp_path):
+  path = _write_jsonl(tmp_path / 'bad.jsonl', [ROWS[0], '{"sentence1": "x", oops}'])
+  info = tasks.get_teacher_task(_register(path))
+  with pytest.raises(tasks.DataError, match=rf'{path}:2: malformed JSON'):
+    list(info.examples('validation'))
+
+  missing = _write_jsonl(tmp_path / 'missing.jsonl', [{'sentence1': 'x', 'label': 0}])
+  info = tasks.get_teacher_task(_register(missing))
+  with pytest.raises(tasks.DataError, match=rf"{missing}:1: task '{info.name}': example has no field 'sentence2'"):
+    list(info.examples('validation'))
+
+  unknown = _write_jsonl(tmp_path / 'label.jsonl', [dict(ROWS[0], label=7)])
+  info = tasks.get_teacher_task(_register(unknown))
+  with pytest.raises(tasks.DataError, match=rf"{unknown}:1: task '{info.name}': label 7 has no proposition"):
+    list(info.examples('validation'))
+
+
+def test_unknown_task_lists_registered_ones():
+  with pytest.raises(ValueError, match='Unknown teacher task .nope.; registered: .*wordnet_hypernym'):
+    tasks.get_teacher_task('nope')
+
+
+def test_pipeline_errors_from_a_worker_arrive_as_one_line():
+  message = _error_of('wordnet_does_not_exist')
+  assert 'wordnet_does_not_exist' in message and '\n' not in message
+
+
+def test_language_stream_packs_documents_with_eos_boundaries():
+  with prefetch.ProcessIterator(
+      'freelm_jax.input_pipeline.lm_batches',
+      dict(name='wordnet_lm', seq_len=128, batch_size=4, seed=0)) as stream:
+    batch = next(stream)
+  assert batch['tokens'].shape == (4, 128)
+  segments, tokens, targets = batch['segment_ids'], batch['tokens'], batch['targets']
+  starts = (batch['positions'] == 0) & (segments > 0)
+  assert np.all(tokens[starts] == VOCAB.eos_id)  # GPT-2 style BOS per document
+  inside = (segments[:, 1:] == segments[:, :-1]) & (segments[:, 1:] > 0)
+  np.testing.assert_array_equal(tokens[:, 1:][inside], targets[:, :-1][inside])
+  assert np.all(batch['weights'][segments == 0] == 0)
+  assert (segments.max(axis=1) > 1).any()  # rows hold several documents
+
+
+def test_shortcut_baseline_uses_prior_and_overlap():
+  train = [('a', ['dog', 'cat'], 0)] * 5
+  assert baseline.shortcut_baseline_accuracy(train, [('b', ['cat', 'dog'], 1)]) == 1.0
+  assert baseline.shortcut_baseline_accuracy([], [('sheepdog', ['tree', 'dog'], 1)]) == 1.0
+
+
+def test_demo_data_is_registered_with_a_held_out_type():
+  assert set(tasks.wordnet.UNSEEN_TASKS).isdisjoint(tasks.wordnet.SEEN_TASKS)
+  mixture = seqio.get_mixture_or_task(tasks.wordnet.TEACHER_MIXTURE)
+  assert sorted(t.name for t in mixture.tasks) == sorted(tasks.wordnet.SEEN_TASKS)
+  assert VOCAB.pad_id == 0 and VOCAB.vocab_size == 8192
