@@ -19,7 +19,9 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   gin_utils.quiet_library_logs()
-  from freelm_jax import train_lib  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from freelm_jax import evaluation
+  from freelm_jax import train_lib
   bindings = list(FLAGS.gin_bindings)
   if FLAGS.model_dir:
     bindings.append(f'MODEL_DIR = {FLAGS.model_dir!r}')
@@ -27,9 +29,11 @@ def main(argv):
   def run():
     gin_utils.import_modules(FLAGS.module_import)
     gin_utils.parse(FLAGS.gin_file, bindings)
-    train_lib.train()
+    return train_lib.train()
 
-  gin_utils.run_or_exit(run)
+  rows = gin_utils.run_or_exit(run)
+  if rows:
+    print(evaluation.format_table(rows))
 
 
 if __name__ == '__main__':

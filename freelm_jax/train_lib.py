@@ -8,7 +8,6 @@ sees the batches an uninterrupted run would).
 """
 
 import dataclasses
-import json
 import os
 import time
 from typing import Callable, Optional, Sequence
@@ -55,6 +54,8 @@ class DataConfig:
 @gin.configurable(module='train_lib')
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
+  """Devices along the mesh axes (data, fsdp, tensor); -1 = the rest."""
+
   data: int = -1
   fsdp: int = 1
   tensor: int = 1

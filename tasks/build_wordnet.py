@@ -1,6 +1,6 @@
 r"""Builds the embedded FreeLM demo dataset from the WordNet 3.0 database files.
 
-Usage (from the repository root; about a minute on 2 cores):
+Usage (from the repository root; about 1.5 minutes on 2 cores):
 
   python tasks/build_wordnet.py --wordnet_dir=/usr/share/wordnet \
       --out_dir=tasks/data/wordnet --seed=0
@@ -24,12 +24,12 @@ Pipeline: parse WordNet -> per relation, candidate (word, true target, gloss)
 triples, most common senses first, split by held-out word -> false options
 and labels, glosses shortened so that "word: gloss [sep] proposition [cls]"
 fits in --max_proposition_tokens -> LM stream (glosses of the examples'
-synsets first) -> files.
+targets, then words, then common synsets) -> files.
 
 How shortcuts are defeated (the README reports the measured baselines):
-* False options are drawn without replacement from the true targets of the
-  same relation, split and part of speech, so every target is the true option
-  about as often as the false one (its prior of being true is ~0.5).
+* False options come from pairs of examples (same relation, split and part
+  of speech) that swap their true targets, so every target is the false
+  option exactly as often as the true one (its train prior is 0.5).
 * Equal overlap: the false option overlaps the instance text exactly as much
   as the true one (tasks/baseline.py `overlap`). If the true target occurs in
   the gloss ("dog" in the poodle gloss), the false one is another valid target
@@ -71,10 +71,12 @@ DEFINITION_MAX_WORDS = 12  # definition options.
 GLOSS_MAX_WORDS = 14  # context glosses (instance "{word}: {gloss}").
 HELD_OUT_TYPE = 'instance_hypernym'
 MAX_PER_WORD = 3  # examples per word and relation (more distinct words).
-SLACK = 1.6  # candidates per wanted example, for failed false-option draws.
-VAL_SLACK = 1.5  # validation candidates (held-out words) per wanted example.
-FALSE_TRIES = 128  # random draws from the target pool per false option.
-MAX_PASSES = 6  # false-option reassignments until no example is dropped.
+SLACK = 2.2  # train candidates per wanted example (many find no partner).
+VAL_SLACK = {'instance_hypernym': 6}  # validation candidates per wanted
+VAL_SLACK_DEFAULT = 3  # example (most instance glosses name only one class).
+FALSE_TRIES = 128  # random partners drawn per example.
+# A train target is the fallback false option of <= 1/50 of a validation split.
+FALLBACK_SHARE = 50
 MAX_POSTINGS = 200  # tokens in more pool targets are not looked up (sampled).
 
 # Natural-language templates (python str.format with word / option0 / option1).
@@ -317,6 +319,7 @@ def word_examples(wn: WordNet, pos: str, symbols: tuple,
 def hypernym_examples(wn: WordNet) -> tuple:
   """Noun -> direct hypernym; false options: no ancestor of any sense."""
   def excluded(pos: str, word: str) -> set:
+    del pos  # nouns only.
     senses = wn.senses('n', word)
     return wn.lemmas(wn.closure(senses, '@', '@i')) | wn.lemmas(senses)
   return word_examples(wn, 'n', ('@',)), excluded
@@ -325,6 +328,7 @@ def hypernym_examples(wn: WordNet) -> tuple:
 def instance_hypernym_examples(wn: WordNet) -> tuple:
   """Named entity -> its class (pointer @i); false: no class of any sense."""
   def excluded(pos: str, word: str) -> set:
+    del pos  # nouns only.
     senses = wn.senses('n', word)
     return wn.lemmas(wn.closure(senses, '@', '@i')) | wn.lemmas(senses)
   return word_examples(wn, 'n', ('@i',), lowercase_word=False), excluded
@@ -333,6 +337,7 @@ def instance_hypernym_examples(wn: WordNet) -> tuple:
 def meronym_examples(wn: WordNet) -> tuple:
   """Part -> whole (part holonym #p); false: not reachable by holonym/is-a."""
   def excluded(pos: str, word: str) -> set:
+    del pos  # nouns only.
     senses = wn.senses('n', word)
     reach = wn.closure(senses, '#p', '#m', '#s', '@', '@i')
     return wn.lemmas(reach) | wn.lemmas(senses) | wn.lemmas(
@@ -479,9 +484,10 @@ def clean_candidates(examples: list, rng: random.Random) -> list:
   return kept
 
 
-def split_by_word(examples: list, n_train: int, n_val: int,
+def split_by_word(examples: list, n_train: int, n_val: int, val_slack: float,
                   symmetric: bool, rng: random.Random) -> tuple:
-  """Picks held-out validation words; returns (train, validation, n_val).
+  """Picks held-out validation words (for val_slack * n_val candidates, at
+  most a fifth of them); returns (train, validation, n_val).
 
   Train keeps no validation word, no example of a validation example's synset
   (e.g. no "poodle dog" if "poodle" is held out) and, for symmetric
@@ -496,7 +502,7 @@ def split_by_word(examples: list, n_train: int, n_val: int,
     by_word[ex.word].append(ex)
   val_words, validation = set(), []
   for word in words:
-    if len(validation) >= int(VAL_SLACK * n_val):
+    if len(validation) >= min(val_slack * n_val, len(examples) // 5):
       break
     val_words.add(word)
     validation.extend(by_word[word])
@@ -508,48 +514,51 @@ def split_by_word(examples: list, n_train: int, n_val: int,
   return train, validation, n_val
 
 
-class TargetPool:
-  """A multiset of targets to draw false options from: random draws (so the
-  empirical distribution of true targets), look-up of the targets whose
-  tokens occur in a text, and removal of one copy (drawing without
-  replacement keeps every target as often false as true)."""
+@functools.lru_cache(maxsize=None)
+def target_tokens(target: str) -> tuple:
+  """tokens(target), cached (targets are checked against many glosses)."""
+  return tuple(tokens(target))
 
-  def __init__(self, targets: Iterable, rng: random.Random):
-    self.items = sorted(targets)
+
+class ExamplePool:
+  """Examples not yet paired, whose true targets can serve as false options:
+  random draws (so targets come up as often as they are true), look-up of
+  those whose target has a token inside a text, removal."""
+
+  def __init__(self, examples: Iterable, rng: random.Random):
+    self.items = list(examples)
     rng.shuffle(self.items)
-    self.count = collections.Counter(self.items)
-    self.positions = collections.defaultdict(set)
-    for i, target in enumerate(self.items):
-      self.positions[target].add(i)
+    self.position = {id(ex): i for i, ex in enumerate(self.items)}
+    self.by_target = collections.defaultdict(list)
+    for ex in self.items:
+      self.by_target[ex.target].append(ex)
     self.index = collections.defaultdict(set)  # token -> targets.
-    for target in self.count:
-      for token in tokens(target):
+    for target in self.by_target:
+      for token in target_tokens(target):
         self.index[token].add(target)
     self.max_token = max(map(len, self.index), default=0)
 
-  def __contains__(self, target: str) -> bool:
-    return self.count[target] > 0
+  def __contains__(self, ex: Example) -> bool:
+    return id(ex) in self.position
 
-  def remove(self, target: str) -> None:
-    """Removes one copy of `target` (swap with the last item, O(1))."""
-    i = max(self.positions[target])
-    self.positions[target].discard(i)
+  def remove(self, ex: Example) -> None:
+    """Removes `ex` (swapped with the last item, O(1))."""
+    i = self.position.pop(id(ex))
     last = self.items.pop()
-    if i < len(self.items):
+    if last is not ex:
       self.items[i] = last
-      self.positions[last].discard(len(self.items))
-      self.positions[last].add(i)
-    self.count[target] -= 1
+      self.position[id(last)] = i
+    self.by_target[ex.target].remove(ex)
 
   def sample(self, rng: random.Random, n: int) -> list:
-    """`n` random items (with replacement): frequent targets come up often."""
+    """`n` random examples (with replacement)."""
     return [self.items[rng.randrange(len(self.items))]
             for _ in range(min(n, len(self.items)))]
 
   def containing(self, text: str) -> list:
-    """Targets with a token that is a substring of `text` (what
-    tasks/baseline.py `overlap` counts); tokens shared by more than
-    MAX_POSTINGS targets ('the', 'and') are left to random draws."""
+    """Examples whose target has a token that is a substring of `text` (what
+    tasks/baseline.py `overlap` counts); tokens of more than MAX_POSTINGS
+    targets ('the', 'and') are left to random draws."""
     found = set()
     for run in _TOKEN.findall(text.lower()):
       for i in range(len(run) - 2):
@@ -557,127 +566,191 @@ class TargetPool:
           targets = self.index.get(run[i:j], ())
           if len(targets) <= MAX_POSTINGS:
             found.update(targets)
-    return sorted(t for t in found if t in self)
+    return [ex for target in sorted(found) for ex in self.by_target[target]]
 
 
 def overlap(instance: str, target: str) -> float:
-  """tasks/baseline.py `overlap`: fraction of the target's tokens in the text."""
+  """tasks/baseline.py `overlap`: share of the target's tokens in the text."""
   return load_baseline().overlap(instance, target)
 
 
-def overlap_signature(instance: str, target: str) -> tuple:
-  """(baseline overlap, fraction of the target's tokens that are whole words
-  of the instance). False options must match the true one's signature, so
-  neither the baseline nor "is it a whole word of the gloss" tells them apart
-  ("kin" inside "thinking" cannot stand in for a whole word like "dog")."""
-  target_tokens = tokens(target)
-  if not target_tokens:
-    return (0.0, 0.0)
-  words = set(_TOKEN.findall(instance.lower()))
-  whole = sum(t in words for t in target_tokens) / len(target_tokens)
-  return (overlap(instance, target), whole)
+class Overlaps:
+  """Overlap signatures of targets with one instance text: the fractions of
+  the target's tokens that occur in the text (tasks/baseline.py `overlap`),
+  that are words of it (or their plural: "hawk" in "hawks that hunt") and
+  that begin one of its words ("open" in "opening"). A false option must
+  match the true one's signature, so neither the baseline nor the kind of
+  match tells them apart ("age" inside "passage" cannot stand in for "open",
+  nor "trial" inside "terrestrial" for "hawk")."""
+
+  def __init__(self, instance: str):
+    self.lowered = instance.lower()
+    words = _TOKEN.findall(self.lowered)
+    self.words = set(words) | {w[:-2] for w in words if w.endswith('es')} | {
+        w[:-1] for w in words if w.endswith('s')}
+    self.prefixes = {w[:k] for w in words for k in range(3, len(w) + 1)}
+
+  def __call__(self, target: str) -> tuple:
+    toks = target_tokens(target)
+    if not toks:
+      return (0.0, 0.0, 0.0)
+    return tuple(sum(t in found for t in toks) / len(toks)
+                 for found in (self.lowered, self.words, self.prefixes))
+
+
+class FalseOptionRule:
+  """Whether a target may be the false option of an example (as glossed now):
+  not true for the word under any sense (`excluded(pos, word)`), not spelled
+  like the word, and overlapping the instance exactly as the true target
+  does (`Overlaps`): if the true target occurs in the gloss ("dog" in
+  "poodle: an intelligent dog with a heavy curly coat"), the false one must
+  occur there too ("coat"); if not, it must not."""
+
+  def __init__(self, ex: Example, excluded: Callable,
+               allowed: Callable = lambda target: True):
+    self.ex = ex
+    self.allowed = allowed
+    self.signature = Overlaps(ex.instance)
+    self.wanted = self.signature(ex.target)
+    self.bad = excluded(ex.pos, ex.word)
+    self.memo = {}
+
+  def __call__(self, target: str) -> bool:
+    if target not in self.memo:
+      lowered = target.lower()
+      self.memo[target] = (
+          lowered != self.ex.target.lower() and lowered not in self.bad and
+          self.allowed(target) and
+          self.signature(target) == self.wanted and
+          not surface_related(self.ex.word, target))
+    return self.memo[target]
 
 
 def fit_gloss(ex: Example, options: tuple, fits: Callable) -> Optional[str]:
   """The longest prefix of ex.gloss (whole words, none dangling) with which
   every option's "word: gloss [sep] proposition [cls]" fits; None if even a
   one-word gloss is too long."""
-  words = ex.gloss.split()
-  while words:
-    gloss = trim_words(words)
+  gloss = ex.gloss
+  while gloss:
     if all(fits(ex.word, gloss, option) for option in options):
       return gloss
-    words = gloss.split()[:-1]
+    gloss = trim_words(gloss.split()[:-1])
   return None
 
 
-def weighted_order(candidates: list, weights: Callable,
-                   rng: random.Random) -> list:
-  """Random order in which heavier candidates tend to come first (weighted
-  sampling without replacement, Efraimidis-Spirakis keys)."""
-  keys = [rng.random() ** (1.0 / weights(c)) for c in candidates]
-  return [c for _, c in sorted(zip(keys, candidates), reverse=True)]
+def give_false(ex: Example, false: str, fits: Callable) -> Optional[str]:
+  """The gloss with which `ex` can take `false` as its false option (shortened
+  until both propositions fit, overlap signatures still equal), or None."""
+  gloss = fit_gloss(ex, (ex.target, false), fits)
+  if gloss is None:
+    return None
+  signature = Overlaps(INSTANCE_TEMPLATE.format(word=ex.word, gloss=gloss))
+  return gloss if signature(false) == signature(ex.target) else None
 
 
-def draw_false(ex: Example, pool: TargetPool, excluded: Callable,
-               fits: Callable, rng: random.Random, consume: bool) -> bool:
-  """Gives `ex` a false option from `pool`; False if none is valid.
+def find_partner(ex: Example, pool: ExamplePool, rule: Callable,
+                 fits: Callable, rng: random.Random,
+                 mutual: bool = True) -> Optional[Example]:
+  """An example of `pool` whose true target becomes ex's false option and,
+  if `mutual`, the other way round; sets their `false` (and `gloss`).
 
-  Valid: not true for the word (`excluded(pos, word)`), not spelled like the
-  word, and overlapping ex.instance EXACTLY as the true target does
-  (`overlap_signature`): if the true
-  target occurs in the gloss ("dog" in "poodle: an intelligent dog with a
-  heavy curly coat"), the false one is another pool target found there
-  ("coat"); if not, the false one is not there either. Both propositions must
-  fit (the gloss is shortened if needed, then the overlaps are rechecked).
+  If ex's true target is in its gloss, all pool examples whose targets are
+  there too are tried (in random order, so by target frequency), plus random
+  draws; otherwise random draws only.
   """
-  instance = ex.instance
-  wanted = overlap_signature(instance, ex.target)
-  bad = excluded(ex.pos, ex.word) | {ex.target.lower()}
+  own = rule(ex)
   drawn = pool.sample(rng, FALSE_TRIES)
-  if wanted[0]:  # few targets fit: all found in the instance, by frequency.
-    drawn = sorted(set(drawn) | set(pool.containing(instance)))
-  candidates = [t for t in drawn if t.lower() not in bad and
-                overlap_signature(instance, t) == wanted and
-                not surface_related(ex.word, t)]
-  if wanted[0]:
-    candidates = weighted_order(candidates, lambda t: pool.count[t], rng)
-  for target in candidates:
-    gloss = fit_gloss(ex, (ex.target, target), fits)
-    if gloss is None:
+  if own.wanted[0]:
+    found = {id(p): p for p in pool.containing(ex.instance) + drawn}
+    candidates = [p for p in found.values() if own(p.target)]
+    rng.shuffle(candidates)
+  else:
+    candidates = (p for p in drawn if own(p.target))
+  for partner in candidates:
+    if mutual and not rule(partner)(ex.target):
       continue
-    text = INSTANCE_TEMPLATE.format(word=ex.word, gloss=gloss)
-    if overlap_signature(text, target) == overlap_signature(text, ex.target):
-      ex.gloss, ex.false = gloss, target
-      if consume:
-        pool.remove(target)
-      return True
-  return False
+    gloss = give_false(ex, partner.target, fits)
+    other = give_false(partner, ex.target, fits) if mutual else partner.gloss
+    if gloss is not None and other is not None:
+      ex.gloss, ex.false = gloss, partner.target
+      if mutual:
+        partner.gloss, partner.false = other, ex.target
+      return partner
+  return None
 
 
-def assign_false(examples: list, excluded: Callable, fits: Callable,
-                 rng: random.Random, fallback: Optional[dict] = None) -> list:
-  """Gives each example a false option (`draw_false`); returns the examples
-  that got one, in random order.
+def pair_up(examples: list, excluded: Callable, fits: Callable,
+            rng: random.Random) -> tuple:
+  """Pairs examples that swap true targets as false options (poodle: dog vs
+  coat, parka: coat vs dog), so every target is EXACTLY as often false as
+  true and drawn from the empirical distribution of true targets. Per part
+  of speech; examples whose true target is in their gloss go first (few
+  partners fit them). Returns (pairs, unpaired examples)."""
+  rules = {}
 
-  Per part of speech, false options are drawn without replacement from the
-  examples' own true targets (so each target is as often false as true);
-  examples whose true target is in their gloss go first (few targets fit
-  them). A dropped example also gives up its target's copy in the pool.
-  `fallback` (pos -> TargetPool, not consumed; the train targets for
-  validation) is tried when the pool has no valid option.
-  """
-  kept = []
+  def rule(ex: Example) -> FalseOptionRule:
+    if id(ex) not in rules:
+      rules[id(ex)] = FalseOptionRule(ex, excluded)
+    return rules[id(ex)]
+  pairs, unpaired = [], []
   for pos in sorted({ex.pos for ex in examples}):
-    group = [ex for ex in examples if ex.pos == pos]
-    rng.shuffle(group)
-    pool = TargetPool((ex.target for ex in group), rng)
-    group.sort(key=lambda ex: overlap(ex.instance, ex.target) == 0)
-    backup = (fallback or {}).get(pos)
-    for ex in group:
-      if (draw_false(ex, pool, excluded, fits, rng, consume=True) or
-          (backup and draw_false(ex, backup, excluded, fits, rng,
-                                 consume=False))):
+    pool = ExamplePool((ex for ex in examples if ex.pos == pos), rng)
+    for ex in sorted(pool.items, key=lambda ex: rule(ex).wanted[0] == 0):
+      if ex not in pool:
+        continue
+      pool.remove(ex)
+      partner = find_partner(ex, pool, rule, fits, rng)
+      if partner is None:
+        unpaired.append(ex)
+      else:
+        pool.remove(partner)
+        pairs.append((ex, partner))
+  return pairs, unpaired
+
+
+def choose_false(examples: list, n: int, excluded: Callable, fits: Callable,
+                 rng: random.Random, fallback: Optional[dict] = None) -> list:
+  """At most n examples with false options, in random order.
+
+  Train: n/2 of the pairs (`pair_up`), so each target's train prior is
+  exactly 0.5: first those with an example whose true target is in its
+  gloss (solvable by reading), in random order (a cut by commonness would
+  favour some targets).
+  Validation (`fallback`: pos -> ExamplePool of the train examples, never
+  modified): the pairs plus the unpaired examples given a false option from
+  the train targets (all with prior 0.5; each at most n / FALLBACK_SHARE
+  times, or "state" would be the false option of every "United States
+  writer"), then a random n.
+  """
+  pairs, unpaired = pair_up(examples, excluded, fits, rng)
+  rng.shuffle(pairs)
+  if fallback is None:
+    pairs.sort(key=lambda pair: not any(
+        overlap(ex.instance, ex.target) for ex in pair))
+    kept = [ex for pair in pairs[:n // 2] for ex in pair]
+  else:
+    kept = [ex for pair in pairs for ex in pair]
+    uses = collections.Counter()
+    rule = lambda ex: FalseOptionRule(
+        ex, excluded, lambda t: uses[t] < max(1, n // FALLBACK_SHARE))
+    for ex in unpaired:
+      if ex.pos in fallback and find_partner(ex, fallback[ex.pos], rule, fits,
+                                             rng, mutual=False):
+        uses[ex.false] += 1
         kept.append(ex)
-      elif ex.target in pool:
-        pool.remove(ex.target)
   rng.shuffle(kept)
-  return kept
-
-
-def target_pools(examples: list, rng: random.Random) -> dict:
-  """pos -> TargetPool of the examples' true targets."""
-  return {pos: TargetPool((ex.target for ex in examples if ex.pos == pos), rng)
-          for pos in sorted({ex.pos for ex in examples})}
+  return kept[:n]
 
 
 @dataclasses.dataclass
 class Relation:
   """Candidate (word, true target) pairs of one relation type, split by word."""
   name: str
-  excluded: Callable  # (pos, word) -> lowercased options that must not be false.
+  excluded: Callable  # (pos, word) -> lowercased options never false.
   pools: dict  # split -> candidates, most common first.
   sizes: dict  # split -> number of examples wanted.
+  with_gloss: int = 0  # candidates (word, target) with a context gloss.
+  without_gloss: int = 0  # candidates dropped for lack of one.
 
   def candidates(self, split: str) -> list:
     """The candidates that can end up in `split`."""
@@ -692,42 +765,21 @@ def prepare_relation(wn: WordNet, name: str, n_train: int, n_val: int,
   excluded = functools.lru_cache(maxsize=None)(excluded)
   for ex in candidates:
     ex.gloss = context_gloss(wn, name, ex)
-  candidates = clean_candidates([ex for ex in candidates if ex.gloss], rng)
-  train, validation, n_val = split_by_word(candidates, n_train, n_val,
-                                           name in SYMMETRIC, rng)
+  glossed = clean_candidates([ex for ex in candidates if ex.gloss], rng)
+  without = len(clean_candidates(candidates, random.Random(0))) - len(glossed)
+  train, validation, n_val = split_by_word(
+      glossed, n_train, n_val, VAL_SLACK.get(name, VAL_SLACK_DEFAULT),
+      name in SYMMETRIC, rng)
   return Relation(name, excluded, {'train': train, 'validation': validation},
-                  {'train': n_train, 'validation': n_val})
-
-
-def balanced_assignment(examples: list, n: int, excluded: Callable,
-                        fits: Callable, rng: random.Random,
-                        fallback: Optional[dict] = None) -> list:
-  """At most n examples with false options, each target exactly as often
-  false as true (when it converges within MAX_PASSES).
-
-  Reassigns from scratch while a pass drops examples or keeps more than n
-  (then a RANDOM n of them: a cut by commonness would favour some targets),
-  so the last pass's pool is exactly the kept examples' true targets.
-  """
-  gloss = {id(ex): ex.gloss for ex in examples}
-  for _ in range(MAX_PASSES):
-    for ex in examples:  # undo the previous pass's shortening.
-      ex.gloss = gloss[id(ex)]
-    kept = assign_false(examples, excluded, fits, rng, fallback)
-    if len(kept) == len(examples) <= n:
-      break
-    examples = kept[:n]
-  return kept
+                  {'train': n_train, 'validation': n_val}, len(glossed),
+                  without)
 
 
 def draw_split(relation: Relation, split: str, fits: Callable,
                rng: random.Random, fallback: Optional[dict] = None) -> list:
-  """Final labelled examples of a split.
-
-  Takes the most common candidates (glosses shortened until the true
-  proposition fits), draws balanced false options (`balanced_assignment`)
-  and gives them balanced random labels.
-  """
+  """Final labelled examples of a split: the most common candidates (glosses
+  shortened until the true proposition fits) with false options
+  (`choose_false`) and balanced random labels."""
   n = relation.sizes[split]
   pool = []
   for ex in relation.pools[split]:
@@ -737,8 +789,7 @@ def draw_split(relation: Relation, split: str, fits: Callable,
     if gloss is not None:
       ex.gloss = gloss
       pool.append(ex)
-  examples = balanced_assignment(pool, n, relation.excluded, fits, rng,
-                                 fallback)
+  examples = choose_false(pool, n, relation.excluded, fits, rng, fallback)
   labels = [i % 2 for i in range(len(examples))]
   rng.shuffle(labels)
   for ex, label in zip(examples, labels):
@@ -779,32 +830,41 @@ def synset_score(wn: WordNet, synset: Synset) -> tuple:
   return max(sense_score(wn, synset, i) for i in range(len(synset.words)))
 
 
-def lm_split(wn: WordNet, used: set, max_chars: int, val_fraction: float,
+def lm_split(wn: WordNet, used: list, max_chars: int, val_fraction: float,
              rng: random.Random) -> tuple:
-  """Noun/verb/adjective glosses: all synsets used by the relation examples
-  (train), then the most common other synsets until `max_chars`; the
-  validation lines are drawn at random from the most common other synsets
-  (never a synset used by the relation examples). Returns ({split: texts},
-  number of synsets used by relation examples)."""
+  """Noun/verb/adjective glosses for the train stream, up to `max_chars`:
+  the synsets used by the relation examples in the order given (`used`),
+  then the most common other synsets. The validation lines are drawn at
+  random from the most common other synsets (never a synset in `used`).
+  Returns ({split: texts}, number of `used` synsets in train)."""
+  used_set = set(used)
   keys = sorted(k for k in wn.synsets if k[0] in LM_POS)
-  required = [k for k in keys if k in used]
-  optional = [k for k in keys if k not in used]
+  optional = [k for k in keys if k not in used_set]
   rng.shuffle(optional)  # random order among equal scores.
   optional.sort(key=lambda k: synset_score(wn, wn.synsets[k]), reverse=True)
-  chars = sum(len(lm_text(wn.synsets[k])) for k in required)
-  extra = []
-  for key in optional:
+  chars, chosen = 0, []
+  for key in [k for k in used if k[0] in LM_POS] + optional:
     chars += len(lm_text(wn.synsets[key]))
     if chars > max_chars:
       break
-    extra.append(key)
-  n_val = int(val_fraction * (len(required) + len(extra)))
-  val = rng.sample(optional[:max(len(extra), 10 * n_val)], n_val)
+    chosen.append(key)
+  n_used = sum(k in used_set for k in chosen)
+  n_val = int(val_fraction * len(chosen))
+  val = rng.sample(optional[:max(len(chosen) - n_used, 10 * n_val)], n_val)
   val_keys = set(val)
-  train = required + [k for k in extra if k not in val_keys]
+  train = [k for k in chosen if k not in val_keys]
   rng.shuffle(train)
   return {'train': [lm_text(wn.synsets[k]) for k in train],
-          'validation': [lm_text(wn.synsets[k]) for k in val]}, len(required)
+          'validation': [lm_text(wn.synsets[k]) for k in val]}, n_used
+
+
+def lm_priority(examples: list) -> list:
+  """Synsets of the relation examples for the LM stream, most useful first:
+  the targets' synsets (what "ungulate" means; the word's own gloss is
+  already in the instance), then the words' synsets."""
+  targets = sorted({k for ex in examples for k in ex.synsets[1:]})
+  seen = set(targets)
+  return targets + sorted({ex.synsets[0] for ex in examples} - seen)
 
 
 # ----------------------------------------------------------------------------
@@ -892,8 +952,8 @@ def tokenizer_corpus(wn: WordNet, relations: dict, args) -> list:
   """Training text for --train_tokenizer: the LM stream of the candidates'
   synsets plus the seen types' true train propositions (as in v1)."""
   rng = random.Random(args.seed)
-  used = {k for rel in relations.values() for split in rel.pools
-          for ex in rel.candidates(split) for k in ex.synsets}
+  used = sorted({k for rel in relations.values() for split in rel.pools
+                 for ex in rel.candidates(split) for k in ex.synsets})
   lm, _ = lm_split(wn, used, args.lm_max_chars, args.lm_validation_fraction,
                    rng)
   return lm['train'] + [
@@ -907,11 +967,14 @@ def length_filter(tokenizer, name: str, max_tokens: int) -> Callable:
   tasks/propositions.py does)."""
   template = RELATIONS[name][0]
 
+  @functools.lru_cache(maxsize=None)
+  def length(text: str) -> int:
+    return len(tokenizer.encode(text).ids)
+
   def fits(word: str, gloss: str, option: str) -> bool:
     instance = INSTANCE_TEMPLATE.format(word=word, gloss=gloss)
     proposition = template.format(word=word, option=option)
-    return (len(tokenizer.encode(instance).ids) +
-            len(tokenizer.encode(proposition).ids) + 2) <= max_tokens
+    return length(instance) + length(proposition) + 2 <= max_tokens
   return fits
 
 
@@ -948,38 +1011,55 @@ def write_license(wordnet_dir: str, copyright_file: str, out_dir: str) -> None:
 
 
 README = """\
-# WordNet demo data for FreeLM
+# WordNet demo data for FreeLM (v2: in-context glosses)
 
 Derived from WordNet 3.0 (see `LICENSE`). Built by `tasks/build_wordnet.py`
-(about 35 s on 2 cores) with
+(about 1.5 min on 2 cores) with
 
     {command}
 
 The build is deterministic (fixed seed, gzip mtime=0): rerunning it rewrites
-identical bytes.
+identical bytes. It reuses `vocab.json`/`merges.txt` from the output
+directory byte for byte (`--tokenizer_dir` to take them from elsewhere;
+`--train_tokenizer` trains a new BPE, which changes the token ids).
+
+## What changed in v2
+
+In v1 the instance was the bare word, so a small model had to memorise tens
+of thousands of WordNet facts (accuracy stayed at chance). In v2 every
+relation example carries a context, `gloss`, and the instance is
+`{{word}}: {{gloss}}`, so many examples can be solved by reading
+("poodle: an intelligent dog with a heavy curly coat" -> "A poodle is a kind
+of dog." true, "A poodle is a kind of coat." false). False options are drawn
+so that the word-overlap shortcut stays at chance (see below). The LM stream
+is built after the examples and now lists the targets' synsets first. The
+proposition templates and the vocabulary are unchanged.
 
 ## Files
 
 * `lm.{{train,validation}}.jsonl.gz`: the language stream, `{{"text": ...}}`
   per line, one line per WordNet synset: `lemma, lemma, ...: definition.
   Example(s): usage. usage.` (nouns, verbs and adjectives; no adverbs). Train
-  holds the synset of every word and target used by any relation example
-  (train and validation, all six types, so e.g. "poodle: an intelligent dog
-  ..." supports "A poodle is a kind of dog."), then the most common remaining
-  synsets (ranked by SemCor tag count from `cntlist.rev`, then polysemy) up to
-  {lm_max_chars:,} characters, which keeps this directory under 4 MB
-  ({lm_used} of the {lm_train} train lines are synsets of relation examples).
-  Validation is {lm_val_pct:g}% of lines, drawn at random from the most common
-  remaining synsets (never a relation example's synset).
+  holds, up to {lm_max_chars:,} characters (which keeps this directory under
+  4.5 MB), the synsets of the relation examples' targets (e.g. what
+  "ungulate" means; {lm_targets} synsets), then of their words (whose
+  glosses are in the instances already), then the most common other synsets
+  (SemCor tag count from `cntlist.rev`, then polysemy): {lm_used} of the
+  {lm_of_relations} synsets of relation examples fit, in {lm_train} train
+  lines. Validation is {lm_val_pct:g}% of lines, drawn at random from the
+  most common other synsets (never a relation example's).
 * `<type>.{{train,validation}}.jsonl.gz`: one example per line,
-  `{{"word": ..., "option0": ..., "option1": ..., "label": 0|1}}`; exactly one
-  option is true and `label` is its index (balanced 50/50 at random).
-* `proposition_templates.json`: per type, the instance template, the two
-  proposition templates (identical except `{{option0}}` / `{{option1}}`), the
-  task type and whether it is seen in training.
+  `{{"word": ..., "gloss": ..., "option0": ..., "option1": ..., "label": 0|1}}`;
+  exactly one option is true and `label` is its index (balanced 50/50 at
+  random).
+* `proposition_templates.json`: per type, the instance template
+  (`{{word}}: {{gloss}}`), the two proposition templates (identical except
+  `{{option0}}` / `{{option1}}`), the task type and whether it is seen in
+  training.
 * `vocab.json`, `merges.txt`: byte-level BPE (HF `tokenizers`), {vocab_size}
-  tokens, min_frequency 2, trained on `lm.train` plus the propositions of the
-  seen types' train splits; `[pad]`=0, `<|endoftext|>`=1, `[sep]`=2, `[cls]`=3.
+  tokens, min_frequency 2, trained by the v1 build on its LM stream plus the
+  seen types' true propositions and kept byte-identical since;
+  `[pad]`=0, `<|endoftext|>`=1, `[sep]`=2, `[cls]`=3.
 * `LICENSE`: WordNet 3.0 license.
 
 ## Relation types
@@ -996,49 +1076,78 @@ of the target synset. Meronym direction: `word` is the PART, options are
 wholes ("A wheel is a part of a car"). Definitions are the first clause of the
 gloss without parentheses, cut to at most {def_words} words. At most
 {per_word} examples per word and type; the most common senses (tag count, then
-polysemy) are kept first. Examples where `word [sep] proposition [cls]` is
-longer than {max_tokens} tokens (with this vocab) for either option are
-dropped. Sizes: up to {max_train} train and {max_val} validation examples per
-type; rarer types hold out 1/8 of their candidates.
+polysemy) are kept first. Sizes: up to {max_train} train and {max_val}
+validation examples per type.
+
+**Context (`gloss`)**: the short definition (first clause, no parentheses,
+at most {gloss_words} words) of the sense of `word` that the relation uses
+(the synset the hypernym / holonym / antonym / synonym pointer starts from).
+For `definition`, whose options are definitions, it is instead a usage
+example of that sense (WordNet's quoted examples; the first that contains the
+word, else the first), and words without one are left out ({def_with_usage}
+candidates have one: plenty, so no fallback context, such as the hypernym's
+definition, was needed). When `word: gloss [sep] proposition [cls]` is
+longer than {max_tokens} tokens with this vocab for either option, trailing
+words of the gloss are dropped (never the example; {shortened}).
 
 ## How examples are drawn (shortcut defences)
 
 * **Held-out words**: a `word` in `R.validation` never appears as a `word` in
   `R.train`; train also drops every example whose word synset is a validation
   example's synset, and, for the symmetric types (synonym, antonym), every
-  example whose target is a validation word.
-* **False options** are a random permutation of the true targets of the same
-  type, split and part of speech (one draw per true occurrence, without
-  replacement), so each target is the true option about as often as the
-  false one and its prior of being true is ~0.5. Both options always have
-  the same part of speech.
+  example whose target is a validation word. Validation holds out words for
+  {val_slack}x the wanted examples ({val_slack_ih}x for `{held_out}`, whose
+  glosses mostly name a single class), at most a fifth of the candidates.
+* **False options come in pairs**: two train examples of the same type and
+  part of speech swap their true targets ("poodle" gets "coat" as its false
+  option and an example whose hypernym is "coat" gets "dog"). So every target
+  is exactly as often the false option as the true one: its train prior is
+  0.5, and false options follow the empirical distribution of true targets.
+  Up to {slack}x the wanted train candidates (most common first) are paired;
+  unpaired ones are dropped; if more pairs form than needed, pairs with an
+  in-gloss true target are kept first, then random ones. Validation pairs its
+  own examples the same way; an unpaired validation example takes a true
+  target of the type's train split instead (prior 0.5 as well; each such
+  target for at most 2% of the split, or "state" would be the false option
+  of every "United States writer").
+* **Equal overlap with the instance**: the false option overlaps
+  `word: gloss` exactly as the true one does: the same fraction of its tokens
+  (>= 3 letters) occurs in the text (what `tasks/baseline.py` scores), is a
+  word of it (or its plural) and begins one of its words. If the true target
+  is in the gloss ("dog"), the false one is another valid target found there
+  ("coat": the true target of some other example and not true for this
+  word); if it is not, the false one is not there either. Examples without
+  such an option are dropped, so mostly the glosses that name two or more
+  targets keep their in-gloss examples (share per split below).
 * A false option is **never true** for the word under any sense: not a lemma
   of any hypernym/instance-hypernym ancestor (hypernym, instance_hypernym),
   of anything reachable by holonym or is-a links (meronym), of the word's
   synsets or their direct is-a / similar-to / also-see / verb-group neighbours
   (synonym), of an antonym synset or its neighbours (antonym), nor the short
   definition of any sense of the word (definition).
-* **No surface overlap**: examples whose true target shares spelling with the
-  word (a >= 3-letter token of one is a substring of the other, e.g.
-  sheepdog/dog, legal/illegal; or two tokens share their first 4 letters,
-  painful/painless, or an ending of >= 4 letters that is most of the shorter
-  word, uptick/downtick) are dropped, and false options are drawn with the
-  same property. So no option, true or false, overlaps the word, and the
-  word (its >= 3-letter tokens) never occurs in either definition.
+* **No spelling overlap with the word**: examples whose true target shares
+  spelling with the word (a >= 3-letter token of one is a substring of the
+  other, e.g. sheepdog/dog, legal/illegal; or two tokens share their first 4
+  letters, painful/painless, or an ending of >= 4 letters that is most of the
+  shorter word, uptick/downtick) are dropped, and false options are drawn
+  with the same property.
 
 ## Counts and the no-model shortcut baseline
 
-Baseline: `tasks/baseline.py` (score = Laplace-smoothed prior of the option
-being true in train + fraction of the option's tokens found in the word;
-exact ties broken by `random.Random({seed})`), priors from the type's train
-split, accuracy on its validation split. Chance is 0.5; with tie-breaking
-noise, a 500-example split varies by about +-0.02 (the mean over 20 tie seeds
-is given too).
+Baseline: `tasks/baseline.py` on instance `word: gloss` (score =
+Laplace-smoothed prior of the option being true in train + fraction of the
+option's tokens found in the instance; exact ties broken by
+`random.Random({seed})`), priors from the type's train split, accuracy on its
+validation split. Chance is 0.5; with tie-breaking noise, a 500-example
+split varies by about +-0.02 (the mean over 20 tie seeds is given too).
+"In gloss": share of examples whose true target overlaps the instance (and so
+does the false one), i.e. answerable by reading the gloss (for `definition`,
+the usage example shares words with both definitions).
 
-| type | train | validation | baseline (seed {seed}) | mean over 20 tie seeds |
-|---|---|---|---|---|
+| type | train | validation | baseline (seed {seed}) | mean over 20 tie seeds | in gloss (train / validation) |
+|---|---|---|---|---|---|
 {count_rows}
-| lm | {lm_train} | {lm_validation} | | |
+| lm | {lm_train} | {lm_validation} | | | |
 """
 
 
@@ -1046,6 +1155,7 @@ def write_readme(args, summary: dict) -> None:
   """README.md: files, build command, counts and shortcut baselines."""
   counts, base = summary['counts'], summary['baseline']
   mean = summary['baseline_mean_over_20_tie_seeds']
+  in_gloss = summary['true_target_in_gloss']
   sources = {'hypernym': 'noun `@`', 'meronym': 'noun `#p` (part holonym)',
              'synonym': 'same synset (n, v, adj)',
              'antonym': '`!` lexical pointers (n, v, adj)',
@@ -1057,7 +1167,11 @@ def write_readme(args, summary: dict) -> None:
       for name, (text, seen) in RELATIONS.items())
   count_rows = '\n'.join(
       f'| {name} | {counts[name + ".train"]} | {counts[name + ".validation"]}'
-      f' | {base[name]:.3f} | {mean[name]:.3f} |' for name in RELATIONS)
+      f' | {base[name]:.3f} | {mean[name]:.3f} | '
+      f'{in_gloss[name + ".train"]:.2f} / {in_gloss[name + ".validation"]:.2f}'
+      ' |' for name in RELATIONS)
+  shortened = ', '.join(f'{name} {n}' for name, n in
+                        summary['glosses_shortened'].items() if n)
   command = ('python tasks/build_wordnet.py '
              f'--wordnet_dir={args.wordnet_dir} --out_dir={args.out_dir} '
              f'--seed={args.seed}')
@@ -1066,11 +1180,18 @@ def write_readme(args, summary: dict) -> None:
       lm_val_pct=100 * args.lm_validation_fraction,
       vocab_size=summary['tokenizer']['vocab_size'], type_rows=type_rows,
       held_out=HELD_OUT_TYPE, def_words=DEFINITION_MAX_WORDS,
-      per_word=MAX_PER_WORD, seed=args.seed, count_rows=count_rows,
-      lm_train=counts['lm.train'], lm_validation=counts['lm.validation'],
+      gloss_words=GLOSS_MAX_WORDS, per_word=MAX_PER_WORD, seed=args.seed,
+      count_rows=count_rows, lm_train=counts['lm.train'],
+      lm_validation=counts['lm.validation'],
       lm_used=summary['lm_synsets_used_by_relations'],
+      lm_of_relations=summary['lm_synsets_of_relations'],
+      lm_targets=summary['lm_target_synsets_of_relations'],
+      def_with_usage=summary['definition_candidates_with_usage'],
+      shortened=(f'shortened: {shortened}' if shortened else
+                 'none needed it'),
       max_tokens=args.max_proposition_tokens, max_train=args.max_train,
-      max_val=args.max_validation)
+      max_val=args.max_validation, slack=SLACK, val_slack=VAL_SLACK_DEFAULT,
+      val_slack_ih=VAL_SLACK[HELD_OUT_TYPE])
   with open(os.path.join(args.out_dir, 'README.md'), 'w',
             encoding='utf-8') as f:
     f.write(text)
@@ -1085,8 +1206,8 @@ def parse_args(argv) -> argparse.Namespace:
   parser.add_argument('--max_train', type=int, default=20000)
   parser.add_argument('--max_validation', type=int, default=500)
   parser.add_argument('--lm_validation_fraction', type=float, default=0.01)
-  parser.add_argument('--lm_max_chars', type=int, default=4_800_000,
-                      help='Budget of LM text (keeps the output under 4 MB).')
+  parser.add_argument('--lm_max_chars', type=int, default=3_900_000,
+                      help='Budget of LM text (keeps the output under 4.5 MB).')
   parser.add_argument('--max_proposition_tokens', type=int, default=48,
                       help="Longest 'word: gloss [sep] proposition [cls]' "
                       '(demo sequence length); longer glosses are shortened.')
@@ -1122,6 +1243,40 @@ def write_data(args, lm: dict, examples: dict, summary: dict) -> None:
     f.write('\n')
 
 
+def summarize(wn: WordNet, relations: dict, examples: dict, used: list,
+              n_used: int, tokenizer_info: dict) -> dict:
+  """Build statistics for the README (counts and baselines come later)."""
+  definition = relations['definition']
+  return {
+      'counts': {}, 'baseline': {}, 'baseline_mean_over_20_tie_seeds': {},
+      'true_target_in_gloss': {
+          f'{name}.{split}': round(sum(
+              overlap(ex.instance, ex.target) > 0 for ex in rows) /
+                                   max(len(rows), 1), 3)
+          for name, splits in examples.items()
+          for split, rows in splits.items()},
+      'glosses_shortened': {
+          name: sum(ex.gloss != context_gloss(wn, name, ex)
+                    for rows in splits.values() for ex in rows)
+          for name, splits in examples.items()},
+      'definition_candidates_with_usage': '%d of %d' % (
+          definition.with_gloss,
+          definition.with_gloss + definition.without_gloss),
+      'held_out_type': HELD_OUT_TYPE, 'tokenizer': tokenizer_info,
+      'lm_synsets_used_by_relations': n_used,
+      'lm_synsets_of_relations': len(used),
+      'lm_target_synsets_of_relations': len(
+          {k for splits in examples.values() for rows in splits.values()
+           for ex in rows for k in ex.synsets[1:]}),
+  }
+
+
+def train_pools(train: list, rng: random.Random) -> dict:
+  """pos -> ExamplePool of the train examples (validation fallback)."""
+  return {pos: ExamplePool((ex for ex in train if ex.pos == pos), rng)
+          for pos in sorted({ex.pos for ex in train})}
+
+
 def main(argv=None) -> None:
   args = parse_args(argv)
   os.makedirs(args.out_dir, exist_ok=True)
@@ -1142,24 +1297,13 @@ def main(argv=None) -> None:
     fits = length_filter(tokenizer, name, args.max_proposition_tokens)
     train = draw_split(relation, 'train', fits, rng)
     examples[name] = {'train': train, 'validation': draw_split(
-        relation, 'validation', fits, rng, target_pools(train, rng))}
+        relation, 'validation', fits, rng, train_pools(train, rng))}
 
-  all_examples = [ex for splits in examples.values()
-                  for split in splits.values() for ex in split]
-  used = {k for ex in all_examples for k in ex.synsets}
+  used = lm_priority([ex for splits in examples.values()
+                      for rows in splits.values() for ex in rows])
   lm, n_used = lm_split(wn, used, args.lm_max_chars,
                         args.lm_validation_fraction, rng)
-  summary = {
-      'counts': {}, 'baseline': {}, 'baseline_mean_over_20_tie_seeds': {},
-      'held_out_type': HELD_OUT_TYPE, 'tokenizer': tokenizer_info,
-      'lm_synsets_used_by_relations': n_used,
-      'true_target_in_gloss': {
-          f'{name}.{split}': round(sum(
-              overlap(ex.instance, ex.target) > 0 for ex in rows) /
-                                   max(len(rows), 1), 3)
-          for name, splits in examples.items()
-          for split, rows in splits.items()},
-  }
+  summary = summarize(wn, relations, examples, used, n_used, tokenizer_info)
   write_data(args, lm, examples, summary)
   write_license(args.wordnet_dir, args.copyright_file, args.out_dir)
   write_readme(args, summary)
