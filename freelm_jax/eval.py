@@ -1,12 +1,12 @@
 r"""Zero-shot evaluation of a trained FreeLM on teacher tasks.
 
   python -m freelm_jax.eval --model_dir=DIR [--gin_file=...] [--checkpoint_step=N]
-      [--tasks=a,b] [--split=validation] [--module_import=MODULE]
+      [--tasks=a,b] [--split=SPLIT] [--module_import=MODULE]
 
 Scores every candidate proposition of every example and predicts the label
 whose proposition is most probably true; prints a table and appends eval rows
-to the model_dir's metrics.jsonl. Without --gin_file the model_dir's
-operative config.gin is used.
+to the model_dir's metrics.jsonl. The model_dir's operative config.gin is
+read first; --gin_file files are layered on top (e.g. gin/eval/glue_paper.gin).
 """
 
 import dataclasses
@@ -22,7 +22,7 @@ gin_utils.define_flags()
 flags.DEFINE_string('model_dir', None, 'The trained model_dir.', required=True)
 flags.DEFINE_integer('checkpoint_step', None, 'Step to load (default: newest).')
 flags.DEFINE_list('tasks', None, 'Teacher tasks (default: the config\'s eval tasks).')
-flags.DEFINE_string('split', 'validation', 'Split to score.')
+flags.DEFINE_string('split', None, "Split to score (default: the config's eval split).")
 FLAGS = flags.FLAGS
 
 
@@ -31,19 +31,23 @@ def evaluate() -> list[dict]:
   # pylint: disable=g-import-not-at-top
   from freelm_jax import checkpoints
   from freelm_jax import metrics as metrics_lib
+  from freelm_jax import partitioning
   from freelm_jax import train_lib
   data = train_lib.DataConfig()
   data = dataclasses.replace(data, eval_tasks=tuple(FLAGS.tasks or data.eval_tasks),
-                             eval_split=FLAGS.split)
+                             eval_split=FLAGS.split or data.eval_split)
   trainer = train_lib.build_trainer(
       train_lib.ModelConfig(), train_lib.MeshConfig(), train_lib.create_optimizer,
       1, train_lib.TeacherObjective())
+  partitioning.check_batch_size('train_lib.DataConfig.eval_batch_size',
+                                data.eval_batch_size, trainer.mesh)
   manager = checkpoints.create_manager(FLAGS.model_dir, 1)
   state, facts = checkpoints.restore(manager, trainer.abstract_state(),
                                      FLAGS.checkpoint_step)
   writer = metrics_lib.MetricsWriter(FLAGS.model_dir)
   rows = train_lib.run_eval(trainer, state.params, data, int(state.step),
-                            facts.get('trained_task_types', []), writer)
+                            facts.get('trained_task_types', []), writer,
+                            facts.get('task_types'))
   writer.close()
   return rows
 
@@ -55,9 +59,13 @@ def main(argv):
   from freelm_jax import evaluation
   from freelm_jax import train_lib  # registers the gin configurables
   del train_lib
-  gin_files = FLAGS.gin_file or [os.path.join(FLAGS.model_dir, 'config.gin')]
+  # The model_dir's operative config, then --gin_file layers on top of it
+  # (e.g. gin/eval/glue_paper.gin).
+  config = os.path.join(FLAGS.model_dir, 'config.gin')
+  gin_files = ([config] if os.path.isfile(config) or not FLAGS.gin_file else []) + FLAGS.gin_file
 
   def run():
+    gin_utils.initialize_distributed()
     gin_utils.import_modules(FLAGS.module_import)
     gin_utils.parse(gin_files, FLAGS.gin_bindings)
     return evaluate()

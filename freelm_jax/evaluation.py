@@ -1,11 +1,18 @@
 """Zero-shot evaluation: score every candidate proposition, predict the label
-whose proposition is most probably true. No fine-tuning."""
+whose proposition is most probably true. No fine-tuning.
+
+Each task reports its metrics (`TeacherTask.metrics`, GLUE's per task) through
+t5's metric functions, on a 0-1 scale: `accuracy`; `f1` (of label 1, as GLUE
+does for MRPC and QQP); `matthews` (CoLA); `pearson` and `spearman` between the
+gold score and the expected label index under P(true) normalised over the
+candidates (STS-B: P("same meaning") / (P("same meaning") + P("different"))).
+"""
 
 import collections
 from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
-from sklearn import metrics as sk_metrics
+from t5.evaluation import metrics as t5_metrics
 import tabulate
 
 import tasks
@@ -15,22 +22,52 @@ from freelm_jax import prefetch
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (tokens, lengths) -> P(true)
 
 
-def predict(score: ScoreFn, batches: Iterable[tuple[str, dict]]) -> dict[str, tuple]:
-  """task -> (true label indices, predicted label indices), one per example."""
+def predict(score: ScoreFn, batches: Iterable[tuple[str, dict]]) -> dict[str, dict]:
+  """task -> {'labels', 'predicted', 'gold_scores', 'p_true' [examples, candidates]}."""
   scores = collections.defaultdict(lambda: collections.defaultdict(dict))
   labels = collections.defaultdict(dict)
+  gold = collections.defaultdict(dict)
   for task, batch in batches:
     p_true = np.asarray(score(batch['tokens'], batch['lengths']))
     for i in np.flatnonzero(batch['weights'] > 0):
       example = int(batch['example_id'][i])
       scores[task][example][int(batch['candidate'][i])] = float(p_true[i])
       labels[task][example] = int(batch['label'][i])
+      gold[task][example] = float(batch['score'][i])
   out = {}
   for task, by_example in scores.items():
     examples = sorted(by_example)
-    out[task] = ([labels[task][e] for e in examples],
-                 [max(by_example[e], key=by_example[e].get) for e in examples])
+    p_true = np.array([[by_example[e][c] for c in sorted(by_example[e])] for e in examples])
+    out[task] = {'labels': [labels[task][e] for e in examples],
+                 'predicted': [int(np.argmax(p)) for p in p_true],
+                 'gold_scores': [gold[task][e] for e in examples], 'p_true': p_true}
   return out
+
+
+def _expected_label(p_true: np.ndarray) -> np.ndarray:
+  """Expected label index under P(true) normalised over the candidates."""
+  weights = p_true / np.maximum(p_true.sum(axis=1, keepdims=True), 1e-12)
+  return weights @ np.arange(p_true.shape[1])
+
+
+# name -> function of predict()'s per-task dict, on a 0-1 scale (t5 reports 0-100).
+METRICS = {
+    'accuracy': lambda p: t5_metrics.accuracy(p['labels'], p['predicted'])['accuracy'] / 100,
+    'f1': lambda p: t5_metrics.f1_score_with_invalid(p['labels'], p['predicted'])['f1'] / 100,
+    'matthews': lambda p: t5_metrics.sklearn_metrics_wrapper('matthews_corrcoef')(
+        p['labels'], p['predicted'])['matthews_corrcoef'],
+    'pearson': lambda p: t5_metrics.pearson_corrcoef(
+        p['gold_scores'], _expected_label(p['p_true']))['pearson_corrcoef'] / 100,
+    'spearman': lambda p: t5_metrics.spearman_corrcoef(
+        p['gold_scores'], _expected_label(p['p_true']))['spearman_corrcoef'] / 100,
+}
+
+
+def task_metrics(names: Sequence[str], prediction: Optional[dict]) -> dict:
+  """{metric: value} for the named metrics (None without examples)."""
+  if not prediction or not prediction['labels']:
+    return {name: None for name in names}
+  return {name: float(METRICS[name](prediction)) for name in names}
 
 
 def shortcut_baseline(task: str, split: str) -> Optional[float]:
@@ -44,20 +81,28 @@ def shortcut_baseline(task: str, split: str) -> Optional[float]:
 
 def evaluate(score: ScoreFn, task_names: Sequence[str], split: str, seq_len: int,
              batch_size: int, trained_task_types: Sequence[str],
-             modules: Sequence[str] = ()) -> list[dict]:
-  """One eval row per task: accuracy, num_examples, seen, baseline_accuracy."""
+             modules: Sequence[str] = (), task_types: Optional[Sequence[str]] = None,
+             max_examples: Optional[int] = None) -> list[dict]:
+  """One eval row per task: accuracy (plus the task's other metrics),
+  num_examples, seen, baseline_accuracy.
+
+  `task_types`: the task-type id order (a checkpoint's); `max_examples`: score
+  only each task's first examples.
+  """
   with prefetch.ProcessIterator(
       'freelm_jax.input_pipeline.eval_batches',
       dict(names=list(task_names), seq_len=seq_len, batch_size=batch_size,
-           split=split), modules) as batches:
+           split=split, task_types=None if task_types is None else list(task_types),
+           max_examples=max_examples), modules) as batches:
     predictions = predict(score, batches)
   rows = []
   for name in task_names:
-    labels, predicted = predictions.get(name, ([], []))
+    prediction = predictions.get(name)
+    names = dict.fromkeys(('accuracy',) + tasks.get_teacher_task(name).metrics)
     rows.append({
         'task': name, 'split': split,
-        'accuracy': float(sk_metrics.accuracy_score(labels, predicted)) if labels else None,
-        'num_examples': len(labels),
+        **task_metrics(list(names), prediction),
+        'num_examples': len(prediction['labels']) if prediction else 0,
         'seen': tasks.get_teacher_task(name).task_type in trained_task_types,
         'baseline_accuracy': shortcut_baseline(name, split),
     })
@@ -66,6 +111,8 @@ def evaluate(score: ScoreFn, task_names: Sequence[str], split: str, seq_len: int
 
 def format_table(rows: Sequence[dict]) -> str:
   """A plain-text table of eval rows."""
-  columns = ('task', 'split', 'seen', 'num_examples', 'accuracy', 'baseline_accuracy')
+  columns = ['task', 'split', 'seen', 'num_examples', 'accuracy']
+  columns += [m for m in METRICS if m != 'accuracy' and any(m in r for r in rows)]
+  columns.append('baseline_accuracy')
   return tabulate.tabulate([[r.get(c) for c in columns] for r in rows],
                            headers=columns, floatfmt='.4f')

@@ -43,6 +43,21 @@ def define_flags() -> None:
   flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings (NAME=VALUE).')
   flags.DEFINE_multi_string(
       'module_import', [], 'Modules to import first (e.g. to register tasks).')
+  # Multi-host (GPU clusters, tests); Cloud TPU VMs need none of these.
+  flags.DEFINE_string('coordinator_address', None,
+                      'HOST:PORT of process 0, the JAX coordinator.')
+  flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
+  flags.DEFINE_integer('process_id', None, 'This process, 0 .. num_processes-1.')
+  flags.DEFINE_integer('distributed_timeout', 300,
+                       'Seconds to wait for every process to join.')
+
+
+def initialize_distributed() -> None:
+  """Joins the multi-host run the flags name (or a TPU VM's; else one process)."""
+  from freelm_jax import partitioning  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  partitioning.initialize_distributed(f.coordinator_address, f.num_processes,
+                                      f.process_id, f.distributed_timeout)
 
 
 def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
@@ -76,13 +91,21 @@ def _resolve(path: str) -> str:
   raise ConfigError(f'--gin_file={path}: no such file.')
 
 
-def parse(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
-  """Parses gin files then bindings; every error names its file or binding."""
+def parse(gin_files: Sequence[str], bindings: Sequence[str],
+          skip_failed_imports: bool = False) -> None:
+  """Parses gin files then bindings; every error names its file or binding.
+
+  With `skip_failed_imports`, an `import` in a gin file that fails is skipped
+  (plan.py blocks the TensorFlow-importing `tasks` this way).
+  """
   gin.add_config_file_search_path(GIN_DIR)
   gin.add_config_file_search_path(REPO_ROOT)
+  # A non-empty list makes gin skip failed imports; unknown configurables
+  # still fail (none is named in the list).
+  skip = ['<failed imports only>'] if skip_failed_imports else False
   for path in gin_files:
     try:
-      gin.parse_config_file(_resolve(path))
+      gin.parse_config_file(_resolve(path), skip_unknown=skip)
     except ConfigError:
       raise
     except Exception as e:  # pylint: disable=broad-except

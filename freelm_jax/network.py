@@ -100,13 +100,40 @@ class DenseGeneral(nn.Module):
     return y + bias.astype(self.dtype)
 
 
+def _update_cache(module: nn.Module, k_BTHK: Array, v_BTHK: Array):
+  """Decoding: writes this call's keys/values at the cache index.
+
+  Returns (keys, values, mask) over the whole cache; query t sits at position
+  `index + t` and sees cache positions up to its own. The cache's length is
+  fixed by the input length at `init` (Flax's `cache` collection, as in the
+  Flax lm1b example).
+  """
+  initialized = module.has_variable('cache', 'cached_key')
+  key = module.variable('cache', 'cached_key', jnp.zeros, k_BTHK.shape, k_BTHK.dtype)
+  value = module.variable('cache', 'cached_value', jnp.zeros, v_BTHK.shape, v_BTHK.dtype)
+  index = module.variable('cache', 'cache_index', lambda: jnp.zeros((), jnp.int32))
+  start = index.value
+  if initialized:
+    key.value = jax.lax.dynamic_update_slice(key.value, k_BTHK, (0, start, 0, 0))
+    value.value = jax.lax.dynamic_update_slice(value.value, v_BTHK, (0, start, 0, 0))
+    index.value = start + k_BTHK.shape[1]
+  T, S = k_BTHK.shape[1], key.value.shape[1]
+  mask_TS = jnp.arange(S)[None, :] <= start + jnp.arange(T)[:, None]
+  return key.value, value.value, mask_TS[None, None]
+
+
 class Attention(nn.Module):
-  """Multi-head causal self-attention (GPT-2's `attn`)."""
+  """Multi-head causal self-attention (GPT-2's `attn`).
+
+  With `decode=True` keys and values also go to a `cache` collection and
+  `mask_B1TS` is ignored (see `_update_cache`).
+  """
 
   config: ModelConfig
+  decode: bool = False
 
   @nn.compact
-  def __call__(self, x_BTD: Array, mask_B1TS: Array) -> Array:
+  def __call__(self, x_BTD: Array, mask_B1TS: Optional[Array]) -> Array:
     cfg = self.config
     K = cfg.d_model // cfg.num_heads
     proj = lambda name: DenseGeneral(
@@ -115,6 +142,8 @@ class Attention(nn.Module):
     q_BTHK, k_BSHK, v_BSHK = (proj(n)(x_BTD) for n in ('query', 'key', 'value'))
     q_BTHK = nn.with_logical_constraint(
         q_BTHK, ('activation_batch', 'activation_length', 'activation_heads', 'activation_kv'))
+    if self.decode:
+      k_BSHK, v_BSHK, mask_B1TS = _update_cache(self, k_BSHK, v_BSHK)
     out_BTHK = jax.nn.dot_product_attention(
         q_BTHK, k_BSHK, v_BSHK, mask=mask_B1TS)
     return DenseGeneral((cfg.d_model,), ('heads', 'kv', 'embed'),
@@ -147,11 +176,12 @@ class Block(nn.Module):
   """One pre-LayerNorm transformer block; scan-compatible signature."""
 
   config: ModelConfig
+  decode: bool = False
 
   @nn.compact
-  def __call__(self, x_BTD: Array, mask_B1TS: Array):
+  def __call__(self, x_BTD: Array, mask_B1TS: Optional[Array]):
     cfg = self.config
-    x_BTD = x_BTD + Attention(cfg, name='attn')(
+    x_BTD = x_BTD + Attention(cfg, self.decode, name='attn')(
         _layer_norm(cfg, 'ln_1')(x_BTD), mask_B1TS)
     x_BTD = x_BTD + Mlp(cfg, name='mlp')(_layer_norm(cfg, 'ln_2')(x_BTD))
     x_BTD = nn.with_logical_constraint(
@@ -173,20 +203,22 @@ class Decoder(nn.Module):
   """The stack of blocks plus the final LayerNorm (GPT-2's `h` and `ln_f`)."""
 
   config: ModelConfig
+  decode: bool = False
 
   @nn.compact
-  def __call__(self, x_BTD: Array, mask_B1TS: Array) -> Array:
+  def __call__(self, x_BTD: Array, mask_B1TS: Optional[Array]) -> Array:
     cfg = self.config
     block = _remat(Block, cfg.remat_policy)
     if cfg.scan_layers:
       x_BTD, _ = nn.scan(
-          block, variable_axes={'params': 0}, split_rngs={'params': True},
-          in_axes=nn.broadcast, length=cfg.num_layers,
-          metadata_params={nn.PARTITION_NAME: 'layers'})(cfg, name='layers')(
-              x_BTD, mask_B1TS)
+          block, variable_axes={'params': 0, 'cache': 0},
+          split_rngs={'params': True}, in_axes=nn.broadcast,
+          length=cfg.num_layers,
+          metadata_params={nn.PARTITION_NAME: 'layers'})(
+              cfg, self.decode, name='layers')(x_BTD, mask_B1TS)
     else:
       for i in range(cfg.num_layers):
-        x_BTD, _ = block(cfg, name=f'layers_{i}')(x_BTD, mask_B1TS)
+        x_BTD, _ = block(cfg, self.decode, name=f'layers_{i}')(x_BTD, mask_B1TS)
     return _layer_norm(cfg, 'ln_f')(x_BTD)
 
 
@@ -195,9 +227,12 @@ class FreeLM(nn.Module):
 
   Methods: `__call__` gives final hidden states; `lm_logits` and
   `head_logits` read them out; `init_all` touches every parameter.
+  `FreeLM(config, decode=True)` is the same network for incremental decoding
+  with a KV cache (the `cache` collection; pass absolute `positions_BT`).
   """
 
   config: ModelConfig
+  decode: bool = False
 
   def setup(self):
     cfg = self.config
@@ -207,7 +242,7 @@ class FreeLM(nn.Module):
     self.wpe = nn.Embed(
         cfg.max_len, cfg.d_model, dtype=cfg.compute_dtype,
         embedding_init=_init(0.01, 'length', 'embed'))
-    self.decoder = Decoder(cfg)
+    self.decoder = Decoder(cfg, self.decode)
     # (heads, d_model, max_labels), no bias: the layout of FreeLM's mtc_head.
     self.head_kernel = self.param(
         'head', _init(cfg.init_std, 'heads_mt', 'embed', 'labels'),
@@ -224,7 +259,8 @@ class FreeLM(nn.Module):
     x_BTD = self.wte(tokens_BT) + self.wpe(positions_BT)
     x_BTD = nn.with_logical_constraint(
         x_BTD, ('activation_batch', 'activation_length', 'activation_embed'))
-    return self.decoder(x_BTD, attention_mask(segment_ids_BT))
+    mask_B1TS = None if self.decode else attention_mask(segment_ids_BT)
+    return self.decoder(x_BTD, mask_B1TS)
 
   def lm_logits(self, hidden_BTD: Array) -> Array:
     """Next-token logits through the tied embedding, [B, T, V]."""

@@ -11,6 +11,7 @@ import importlib
 import multiprocessing
 import os
 import queue
+import signal
 import traceback
 from typing import Any, Iterator, Sequence
 
@@ -35,6 +36,10 @@ def _put(out, item, parent: int) -> None:
 def _worker(function: str, kwargs: dict, modules: Sequence[str], out,
             parent: int) -> None:
   """Child process: imports modules, iterates `function(**kwargs)` into `out`."""
+  # A SIGTERM or Ctrl-C sent to the whole process group is the parent's to
+  # handle (it saves a checkpoint first); the parent ends this process.
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
   try:
     for module in modules:
       importlib.import_module(module)
@@ -101,7 +106,7 @@ class ProcessIterator:
     """Stops the worker (safe to call twice)."""
     self._done = True
     if self._process.is_alive():
-      self._process.terminate()
+      self._process.kill()  # SIGKILL: the worker ignores SIGTERM.
     self._process.join(timeout=10)
 
   def __enter__(self):

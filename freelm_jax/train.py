@@ -2,6 +2,10 @@ r"""Trains FreeLM.
 
   python -m freelm_jax.train --gin_file=gin/base.gin \
       [--gin_file=...] [--gin.NAME=VALUE ...] [--model_dir=DIR] [--module_import=M]
+
+Multi-host: run the same command on every host. Cloud TPU VMs join by
+themselves; elsewhere add --coordinator_address=HOST:PORT --num_processes=N
+--process_id=I [--distributed_timeout=SECONDS].
 """
 
 import sys
@@ -27,6 +31,7 @@ def main(argv):
     bindings.append(f'MODEL_DIR = {FLAGS.model_dir!r}')
 
   def run():
+    gin_utils.initialize_distributed()
     gin_utils.import_modules(FLAGS.module_import)
     gin_utils.parse(FLAGS.gin_file, bindings)
     return train_lib.train()

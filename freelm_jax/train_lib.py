@@ -2,11 +2,14 @@
 
 Step numbers count updates from 0; with the 'parity' schedule step 0 trains on
 language, step 1 on the teacher signal, and so on. Re-running on the same
-model_dir resumes from the newest checkpoint; each stream then skips the
-batches it already consumed (the pipelines are seeded, so the resumed run
-sees the batches an uninterrupted run would).
+model_dir resumes from the newest checkpoint; each stream then continues after
+the batches it already consumed, from its newest iterator snapshot (the
+pipelines are seeded, so the resumed run sees the batches an uninterrupted run
+would). SIGTERM saves the current step and returns; a non-finite step stops
+the run before it is checkpointed (or is skipped, with `skip_nonfinite`).
 """
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -19,15 +22,15 @@ import numpy as np
 import optax
 
 from freelm_jax import checkpoints
-from freelm_jax import evaluation
 from freelm_jax import gin_utils
-from freelm_jax import metrics as metrics_lib
 from freelm_jax import models
 from freelm_jax import network
 from freelm_jax import partitioning
 from freelm_jax import prefetch
 from freelm_jax import trainer as trainer_lib
-import tasks
+# `tasks`, `evaluation` and `metrics` import TensorFlow: they are imported where
+# used, so that `plan.py` reads this module's gin configurables without it.
+# pylint: disable=g-import-not-at-top
 
 # Gin-configured constructors (the library modules themselves know no gin).
 ModelConfig = gin.external_configurable(network.ModelConfig, module='network')
@@ -49,6 +52,7 @@ class DataConfig:
   lm_seq_len: int = 128
   teacher_seq_len: int = 64
   eval_batch_size: int = 256
+  eval_max_examples: Optional[int] = None  # score only each task's first N examples
 
 
 @gin.configurable(module='train_lib')
@@ -63,48 +67,82 @@ class MeshConfig:
 
 def build_trainer(model_config: network.ModelConfig, mesh_config: MeshConfig,
                   optimizer_factory: Callable, train_steps: int,
-                  teacher_objective: models.TeacherObjective) -> trainer_lib.Trainer:
+                  teacher_objective: models.TeacherObjective,
+                  skip_nonfinite: bool = False) -> trainer_lib.Trainer:
   """The Trainer for a model, mesh and optimizer."""
   optimizer, schedule = optimizer_factory(total_steps=train_steps)
   mesh = partitioning.create_mesh(mesh_config.data, mesh_config.fsdp, mesh_config.tensor)
   objectives = {'lm': models.LanguageObjective(), 'teacher': teacher_objective}
   return trainer_lib.Trainer(network.FreeLM(model_config), optimizer, schedule,
-                             objectives, mesh)
+                             objectives, mesh, skip_nonfinite=skip_nonfinite)
 
 
 def trained_task_types(mixture: str) -> list[str]:
   """Task types of the teacher tasks in a mixture (or a single task)."""
-  import seqio  # pylint: disable=g-import-not-at-top
+  import seqio
+  import tasks
   provider = seqio.get_mixture_or_task(mixture)
   names = [t.name for t in getattr(provider, 'tasks', [provider])]
   return sorted({tasks.get_teacher_task(n).task_type for n in names})
 
 
+def task_type_order(recorded: Optional[Sequence[str]] = None) -> list[str]:
+  """Task types in id order: a checkpoint's `recorded` order, then new ones."""
+  import tasks
+  order = list(recorded or [])
+  return order + [t for t in tasks.propositions.task_types() if t not in order]
+
+
 def check_task_types(model_config: network.ModelConfig, types: Sequence[str]) -> None:
-  """The task-aware head must have a label for every registered task type."""
-  ids = [tasks.propositions.task_types().index(t) for t in types]
-  if ids and max(ids) >= model_config.head_labels[1]:
+  """The task-aware head must have a label for every task type (`types` in id order)."""
+  if len(types) > model_config.head_labels[1]:
     raise ValueError(
-        f'Task type {types[int(np.argmax(ids))]!r} has id {max(ids)} but the '
+        f'Task type {types[-1]!r} has id {len(types) - 1} but the '
         f'task-aware head has {model_config.head_labels[1]} labels; raise '
         f'network.ModelConfig.head_labels.')
 
 
-def restore_or_init(trainer: trainer_lib.Trainer, manager, seed: int):
-  """(state, run_facts) from the newest checkpoint, or a fresh state."""
-  if manager.latest_step() is None:
-    return trainer.init_state(seed), {}
-  state, facts = checkpoints.restore(manager, trainer.abstract_state())
+def restore_or_init(trainer: trainer_lib.Trainer, manager, seed: int,
+                    init_from: Optional[str] = None):
+  """(state, run_facts) from the newest checkpoint, or a fresh state.
+
+  A fresh state takes its weights from `init_from` when given (any directory
+  `interop.load` reads: GPT-2, FreeLM or a model_dir; see `interop.fit_params`).
+  """
+  restored = checkpoints.restore_newest(manager, trainer.abstract_state(),
+                                       os.path.dirname(str(manager.directory)))
+  if restored is None:
+    state = trainer.init_state(seed)
+    if init_from:
+      state = state.replace(params=_params_from(init_from, trainer, state.params))
+    return state, {}
+  state, facts = restored
   logging.info('Resumed from step %d in %s', int(state.step), manager.directory)
   return state, facts
 
 
-def open_streams(data: DataConfig, schedule: str, consumed: dict, seed: int) -> dict:
+def _params_from(path: str, trainer: trainer_lib.Trainer, params):
+  """The checkpoint's weights fitted to `params`, in `params`' shardings."""
+  from freelm_jax import interop
+  fitted = interop.init_from(path, jax.device_get(params), trainer.module.config)
+  return jax.tree.map(
+      lambda x, old: jax.make_array_from_callback(x.shape, old.sharding, lambda i: x[i]),
+      fitted, params)
+
+
+def open_streams(data: DataConfig, schedule: str, consumed: dict, seed: int,
+                 data_shard: tuple[int, int],
+                 task_types: Optional[Sequence[str]] = None,
+                 state_dir: Optional[str] = None, snapshot_steps: int = 0) -> dict:
   """The streams the schedule uses, past the batches already `consumed`.
 
-  Each runs in its own worker process and yields this host's rows.
+  With `state_dir`, each worker snapshots its iterator there as often as
+  every `snapshot_steps` steps feed it (`input_pipeline.IteratorSnapshots`).
+
+  Each runs in its own worker process and yields this host's rows: input
+  shard `data_shard` = (index, count) of the seqio datasets (`Trainer.data_shard`).
   """
-  shards = dict(shard_index=jax.process_index(), num_shards=jax.process_count())
+  shards = dict(shard_index=data_shard[0], num_shards=data_shard[1])
   per_host = lambda size: _per_host(size, shards['num_shards'])
   specs = {
       'lm': ('lm_batches', data.lm_task, data.lm_seq_len, data.lm_batch_size),
@@ -115,10 +153,16 @@ def open_streams(data: DataConfig, schedule: str, consumed: dict, seed: int) -> 
   streams = {}
   for objective in used:
     function, name, seq_len, batch_size = specs[objective]
+    every = trainer_lib.objective_counts(snapshot_steps, schedule)[objective]
+    snapshots = dict(
+        state_dir=os.path.join(state_dir, f'{objective}.process{jax.process_index()}'),
+        snapshot_every=every, keep_snapshots=5 + 10 // max(every, 1)) if state_dir else {}
     streams[objective] = prefetch.ProcessIterator(
         f'freelm_jax.input_pipeline.{function}',
         dict(name=name, seq_len=seq_len, batch_size=per_host(batch_size), seed=seed,
-             skip_batches=consumed.get(objective, 0), **shards),
+             skip_batches=consumed.get(objective, 0), **shards, **snapshots,
+             **({'task_types': list(task_types)} if task_types and objective == 'teacher'
+                else {})),
         gin_utils.IMPORTED_MODULES)
   return streams
 
@@ -130,14 +174,28 @@ def _per_host(global_batch_size: int, num_hosts: int) -> int:
   return global_batch_size // num_hosts
 
 
+def check_batch_sizes(data: DataConfig, mesh) -> None:
+  """Every global batch must split evenly over the data-parallel axes."""
+  for name, size in (('LM_BATCH_SIZE', data.lm_batch_size),
+                     ('TEACHER_BATCH_SIZE', data.teacher_batch_size),
+                     ('train_lib.DataConfig.eval_batch_size', data.eval_batch_size)):
+    partitioning.check_batch_size(name, size, mesh)
+
+
 def run_eval(trainer, params, data: DataConfig, step: int, trained: Sequence[str],
-             writer: metrics_lib.MetricsWriter) -> list[dict]:
-  """Zero-shot evaluation of the held-out tasks, logged as eval rows."""
-  score = lambda tokens, lengths: trainer.truth_probability(
-      params, *trainer.shard_batch({'t': tokens, 'l': lengths}).values())
+             writer, task_types: Optional[Sequence[str]] = None) -> list[dict]:
+  """Zero-shot evaluation of the held-out tasks, logged as eval rows.
+
+  Multi-host: every process reads every eval batch, feeds its own rows and
+  gets all the scores back, so every process computes the same table.
+  """
+  with gin.unlock_config():  # t5, under evaluation, registers gin configurables.
+    from freelm_jax import evaluation
+  score = lambda tokens, lengths: trainer.score(params, tokens, lengths)
   rows = evaluation.evaluate(score, data.eval_tasks, data.eval_split,
                              data.teacher_seq_len, data.eval_batch_size, trained,
-                             gin_utils.IMPORTED_MODULES)
+                             gin_utils.IMPORTED_MODULES, task_types=task_types,
+                             max_examples=data.eval_max_examples)
   for row in rows:
     writer.write({'step': step, 'kind': 'eval', **row})
   logging.info('Evaluation at step %d:\n%s', step, evaluation.format_table(rows))
@@ -152,6 +210,11 @@ class _Meter:
 
   def reset(self):
     self.sums, self.steps, self.seconds, self.tokens = {}, {}, {}, {}
+    self.skipped = {}
+
+  def skip(self, objective: str):
+    """Counts a step whose update was skipped (non-finite)."""
+    self.skipped[objective] = self.skipped.get(objective, 0) + 1
 
   def add(self, objective: str, metrics: dict, seconds: Optional[float]):
     sums = self.sums.setdefault(objective, {})
@@ -164,12 +227,14 @@ class _Meter:
 
   def rows(self, step: int) -> list[dict]:
     out = []
-    for objective, sums in sorted(self.sums.items()):
-      n = self.steps[objective]
+    for objective in sorted(set(self.sums) | set(self.skipped)):
+      sums, n = self.sums.get(objective, {}), self.steps.get(objective, 0)
       row = {'step': step, 'kind': 'train', 'objective': objective}
       row.update({k: v / n for k, v in sums.items() if k != 'num_tokens'})
       seconds = self.seconds.get(objective, 0.0)
       row['tokens_per_s'] = self.tokens[objective] / seconds if seconds else None
+      if objective in self.skipped:
+        row['skipped_steps'] = self.skipped[objective]
       out.append(row)
     self.reset()
     return out
@@ -196,72 +261,131 @@ def train(
     eval_every: int = 0,
     log_every: int = 50,
     seed: int = 0,
+    init_from: Optional[str] = None,
+    skip_nonfinite: bool = False,
 ) -> list[dict]:
-  """Trains FreeLM with both signals; returns the final evaluation rows."""
+  """Trains FreeLM with both signals; returns the final evaluation rows.
+
+  `init_from` (gin `INIT_FROM`): weights for a model_dir with no checkpoint yet.
+  `skip_nonfinite`: skip (do not apply) updates with a non-finite loss, gradient
+  or parameters and count them as `skipped_steps`, instead of stopping the run.
+  On SIGTERM the run saves a checkpoint at the current step and returns [].
+  """
   trainer_lib.objective_for_step(0, objective_schedule)  # validates the name
-  trainer = build_trainer(model_config, mesh, optimizer, train_steps, teacher_objective)
+  import tasks
+  from freelm_jax import metrics as metrics_lib
+  trainer = build_trainer(model_config, mesh, optimizer, train_steps, teacher_objective,
+                          skip_nonfinite)
+  check_batch_sizes(data, trainer.mesh)
   trained = trained_task_types(data.teacher_mixture)
-  check_task_types(model_config, tasks.propositions.task_types())
-  os.makedirs(model_dir, exist_ok=True)
-  _write_config(model_dir)
+  check_task_types(model_config, task_type_order())
+  checkpoints.check_writable(model_dir)
   manager = checkpoints.create_manager(model_dir, checkpoint_every)
+  state, facts = restore_or_init(trainer, manager, seed, init_from)  # before writing
+  _write_config(model_dir)
   writer = metrics_lib.MetricsWriter(model_dir)
-  state, facts = restore_or_init(trainer, manager, seed)
+  task_types = task_type_order(facts.get('task_types'))  # the checkpoint's ids
+  check_task_types(model_config, task_types)
   consumed = facts.get('batches') or trainer_lib.objective_counts(
       int(state.step), objective_schedule)
   run_facts = lambda: {'batches': dict(consumed), 'schedule': objective_schedule,
-                       'task_types': list(tasks.propositions.task_types()),
+                       'task_types': task_types,
                        'trained_task_types': trained}
 
   def after_step(step: int, state: trainer_lib.TrainState) -> None:
     checkpoints.save(manager, step, state, run_facts())
     if eval_every and step % eval_every == 0 and step < train_steps:
-      run_eval(trainer, state.params, data, step, trained, writer)
+      run_eval(trainer, state.params, data, step, trained, writer, task_types)
 
-  streams = open_streams(data, objective_schedule, consumed, seed)
+  streams = open_streams(data, objective_schedule, consumed, seed, trainer.data_shard,
+                         task_types, os.path.join(model_dir, 'iterators'), checkpoint_every)
   try:
-    state = _loop(trainer, state, streams, objective_schedule, train_steps,
-                  consumed, log_every, writer, after_step)
+    with checkpoints.Preemption(manager) as preemption:
+      state, preempted = _loop(trainer, state, streams, objective_schedule, train_steps,
+                               consumed, log_every, writer, after_step,
+                               manager.should_save, preemption)
+      end = int(state.step)
+      checkpoints.save(manager, end, state, run_facts(), force=True)
+      checkpoints.finish(manager)
+  except BaseException:
+    with contextlib.suppress(Exception):  # the error raised is the one to report.
+      manager.wait_until_finished()  # lets a save in flight commit.
+    raise
   finally:
     for stream in streams.values():
       stream.close()
-  end = int(state.step)
-  checkpoints.save(manager, end, state, run_facts(), force=end not in manager.all_steps())
-  manager.wait_until_finished()
-  rows = run_eval(trainer, state.params, data, end, trained, writer) if data.eval_tasks else []
+  if preempted:
+    logging.warning('Preempted: saved the checkpoint at step %d; re-run the same '
+                    'command to resume.', end)
+    writer.close()
+    manager.close()
+    return []
+  rows = (run_eval(trainer, state.params, data, end, trained, writer, task_types)
+          if data.eval_tasks else [])
   writer.close()
   manager.close()
   return rows
 
 
 def _loop(trainer, state, streams, schedule, train_steps, consumed, log_every,
-          writer, after_step) -> trainer_lib.TrainState:
-  """Runs the steps from `state.step` to `train_steps`; returns the last state."""
+          writer, after_step, checkpoint_due=lambda step: False,
+          preemption=None) -> tuple[trainer_lib.TrainState, bool]:
+  """Runs the steps from `state.step` to `train_steps`.
+
+  Returns (the last state, whether it stopped early for a preemption). A step's
+  metrics are checked for non-finite values before its state is checkpointed.
+  """
   meter, pending, compiled = _Meter(), None, set()
   last_time = time.perf_counter()
+  account = lambda pending, last_time: _account(
+      meter, pending, last_time, compiled, trainer.skip_nonfinite)
   for step in range(int(state.step), train_steps):
     objective = trainer_lib.objective_for_step(step, schedule)
     batch = trainer.shard_batch(next(streams[objective]))
     state, step_metrics = trainer.train_step(state, batch, objective)
     consumed[objective] = consumed.get(objective, 0) + 1
     if pending:  # read step N-1's metrics only after dispatching step N.
-      last_time = _account(meter, pending, last_time, compiled)
-    pending = (objective, step_metrics)
-    if (step + 1) % log_every == 0 or step + 1 == train_steps:
-      last_time = _account(meter, pending, last_time, compiled)
+      last_time = account(pending, last_time)
+    pending = (step + 1, objective, step_metrics)
+    stop = preemption is not None and preemption.reached(step + 1)
+    log = (step + 1) % log_every == 0 or step + 1 == train_steps or stop
+    if log or checkpoint_due(step + 1):
+      last_time = account(pending, last_time)
       pending = None
+    if log:
       for row in meter.rows(step + 1):
         writer.write(row)
+    if stop:
+      return state, True
     after_step(step + 1, state)
-  return state
+  return state, False
 
 
-def _account(meter: _Meter, pending, last_time: float, compiled: set) -> float:
-  """Fetches a finished step's metrics into the meter; returns the time now."""
-  objective, step_metrics = pending
-  values = jax.device_get(step_metrics)
+def _account(meter: _Meter, pending, last_time: float, compiled: set,
+             skip_nonfinite: bool = False) -> float:
+  """Fetches a finished step's metrics into the meter; returns the time now.
+
+  A non-finite step raises NonFiniteError, or is counted as skipped.
+  """
+  step, objective, step_metrics = pending
+  values = dict(jax.device_get(step_metrics))
   now = time.perf_counter()
   first = objective not in compiled
   compiled.add(objective)
+  if values.pop('nonfinite', 0.0):
+    if not skip_nonfinite:
+      raise _nonfinite_error(step, objective, values)
+    meter.skip(objective)
+    return now
   meter.add(objective, values, None if first else now - last_time)
   return now
+
+
+def _nonfinite_error(step: int, objective: str, values: dict) -> Exception:
+  what = next((k for k in ('loss', 'grad_norm') if not np.isfinite(values[k])),
+              'parameters after the update')
+  return trainer_lib.NonFiniteError(
+      f'non-finite {what} at step {step} ({objective} objective; loss '
+      f'{float(values["loss"]):.4g}, grad_norm {float(values["grad_norm"]):.4g}); stopped '
+      f'before checkpointing it. Lower LEARNING_RATE, or set '
+      f'train_lib.train.skip_nonfinite = True to skip such steps.')

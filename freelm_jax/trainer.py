@@ -12,6 +12,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from freelm_jax import models
@@ -66,6 +67,14 @@ def create_optimizer(
   return optimizer, schedule
 
 
+class NonFiniteError(ValueError):
+  """A step produced a non-finite loss, gradient or parameters."""
+
+
+class OutOfMemoryError(ValueError):
+  """A step did not fit in accelerator memory; the message names the config."""
+
+
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array
@@ -80,8 +89,9 @@ class Trainer:
                optimizer: optax.GradientTransformation,
                learning_rate_fn: optax.Schedule,
                objectives: Mapping[str, models.Objective],
-               mesh: jax.sharding.Mesh):
+               mesh: jax.sharding.Mesh, skip_nonfinite: bool = False):
     self.module = module
+    self.skip_nonfinite = skip_nonfinite
     self.optimizer = optimizer
     self.learning_rate_fn = learning_rate_fn
     self.objectives = dict(objectives)
@@ -89,6 +99,8 @@ class Trainer:
     self.state_sharding = partitioning.logical_sharding(
         jax.eval_shape(self._init_boxed, jax.random.key(0)), mesh)
     self.batch_sharding = partitioning.batch_sharding(mesh)
+    # (shard_index, num_shards): the slice of each global batch this process feeds.
+    self.data_shard = partitioning.process_data_shard(mesh)
     self._steps = {
         name: jax.jit(
             self._make_step(objective),
@@ -100,7 +112,8 @@ class Trainer:
         lambda params, tokens, lengths: models.truth_probability(
             self.module, params, tokens, lengths),
         in_shardings=(self.state_sharding.params, self.batch_sharding,
-                      self.batch_sharding))
+                      self.batch_sharding),
+        out_shardings=partitioning.replicated(mesh))
 
   def _init_boxed(self, rng: jax.Array) -> TrainState:
     """A fresh state whose parameters still carry their logical axis names."""
@@ -128,12 +141,22 @@ class Trainer:
 
     def step(state: TrainState, batch):
       loss_fn = lambda params: objective.loss(self.module, params, batch)
-      (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+      (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
       updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
-      metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
+      grad_norm = optax.tree.norm(grads)
+      # Non-finite: the loss, the gradient, or parameters that overflowed.
+      nonfinite = ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+                    & jnp.isfinite(optax.tree.norm(params)))
+      if self.skip_nonfinite:  # keep the old parameters and optimizer state.
+        keep_old = lambda new, old: jax.tree.map(
+            lambda n, o: jnp.where(nonfinite, o, n), new, old)
+        params = keep_old(params, state.params)
+        opt_state = keep_old(opt_state, state.opt_state)
+      metrics = dict(metrics, grad_norm=grad_norm,
                      num_tokens=objective.num_tokens(batch),
-                     learning_rate=self.learning_rate_fn(state.step))
+                     learning_rate=self.learning_rate_fn(state.step),
+                     nonfinite=nonfinite.astype(jnp.float32))
       return TrainState(step=state.step + 1, params=params,
                         opt_state=opt_state), metrics
 
@@ -146,9 +169,36 @@ class Trainer:
       yield
 
   def train_step(self, state: TrainState, batch, objective: str):
-    """Runs one jitted update of `objective` ('lm' or 'teacher')."""
+    """Runs one jitted update of `objective` ('lm' or 'teacher').
+
+    Metrics include `nonfinite` (1.0 if the loss, the gradient norm or the
+    updated parameters are not finite; with `skip_nonfinite` such an update is
+    not applied). Out of memory raises OutOfMemoryError naming the config.
+    """
     with self.activate():
-      return self._steps[objective](state, batch)
+      try:
+        return self._steps[objective](state, batch)
+      except jax.errors.JaxRuntimeError as e:
+        if 'RESOURCE_EXHAUSTED' not in str(e) and 'out of memory' not in str(e).lower():
+          raise
+        raise OutOfMemoryError(self._describe_oom(objective, batch)) from e
+
+  def _describe_oom(self, objective: str, batch) -> str:
+    config = self.module.config
+    names = ('num_layers', 'd_model', 'num_heads', 'max_len', 'vocab_size', 'dtype',
+             'remat_policy')
+    model = ', '.join(f'{k}={getattr(config, k)}' for k in names if hasattr(config, k))
+    shapes = ', '.join(f'{k} {tuple(v.shape)}' for k, v in batch.items())
+    mesh = ' '.join(f'{k}={v}' for k, v in self.mesh.shape.items())
+    return (f'out of memory in the {objective} step of the model ({model}) with '
+            f'batch {shapes} on mesh {mesh}; size the run with `python -m '
+            f'freelm_jax.plan` (same --gin_file/--gin flags), then lower the batch '
+            f'size or raise FSDP_PARALLELISM.')
+
+  def compile_step(self, objective: str, state, batch) -> jax.stages.Compiled:
+    """Compiles `objective`'s step ahead of time for abstract (ShapeDtypeStruct) args."""
+    with self.activate():
+      return self._steps[objective].lower(state, batch).compile()
 
   def truth_probability(self, params, tokens, lengths) -> jax.Array:
     """P(true) at `[cls]` for a batch of propositions."""
@@ -156,6 +206,21 @@ class Trainer:
       return self._truth_probability(params, tokens, lengths)
 
   def shard_batch(self, local_batch: Mapping[str, Any]) -> dict[str, jax.Array]:
-    """Assembles a global batch from this process's rows."""
-    return {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
+    """Assembles a global batch from this process's rows (its `data_shard`)."""
+    num_shards = self.data_shard[1]
+    return {k: jax.make_array_from_process_local_data(
+        self.batch_sharding, v, (len(v) * num_shards,) + v.shape[1:])
             for k, v in local_batch.items()}
+
+  def process_rows(self, global_batch: Mapping[str, Any]) -> dict[str, Any]:
+    """This process's rows of a batch that every process holds in full."""
+    index, num_shards = self.data_shard
+    return {k: np.split(np.asarray(v), num_shards)[index] for k, v in global_batch.items()}
+
+  def score(self, params, tokens, lengths) -> np.ndarray:
+    """P(true) of every row of a batch that every process holds in full.
+
+    Each process feeds its own rows; every process gets all the scores.
+    """
+    batch = self.shard_batch(self.process_rows({'tokens': tokens, 'lengths': lengths}))
+    return np.asarray(self.truth_probability(params, batch['tokens'], batch['lengths']))

@@ -28,3 +28,8 @@ from tasks.propositions import task_types
 from tasks.propositions import TeacherTask
 from tasks.sources import DataError
 from tasks import wordnet
+from tasks import glue
+from tasks import gin_configurables
+from tasks import sources as _sources
+
+_sources.replay_registrations()  # what a parent process registered from gin.

@@ -14,7 +14,13 @@ propositions with the features
     candidate   int32      index of this proposition's label among the labels
     label       int32      index of the example's true label
     example_id  int64      position of the example in its split
+    template    int32      which of the label's templates was used
+    score       float32    the raw label value if numeric (e.g. STS-B's 0-5
+                           similarity), else the label index
 
+A label may have several templates; one is chosen per example by a seeded
+draw (`template_seed`), the same index for every label of that example.
+A numeric label field can be binned (`label_thresholds`, e.g. STS-B).
 Templates are compiled to TensorFlow string ops, so any seqio source works;
 JSONL sources additionally check every row and name file:line on errors.
 """
@@ -31,6 +37,7 @@ from tasks import sources
 from tasks import vocabulary as vocabulary_lib
 
 Label = Union[int, str]
+Templates = Union[str, Sequence[str]]
 _TEACHER_TASKS: dict[str, 'TeacherTask'] = {}
 _TASK_TYPES: list[str] = []
 
@@ -41,10 +48,13 @@ class TeacherTask:
 
   name: str
   instance: str
-  propositions: Mapping[Label, str]
+  propositions: Mapping[Label, tuple[str, ...]]  # label -> its templates
   label_field: str
   task_type: str
   split_paths: Optional[Mapping[str, object]]  # None unless the source is JSONL.
+  label_thresholds: Optional[tuple[float, ...]] = None
+  metrics: tuple[str, ...] = ('accuracy',)
+  template_seed: int = 0
 
   @property
   def labels(self) -> tuple:
@@ -57,8 +67,9 @@ class TeacherTask:
   def fields(self) -> list[str]:
     """Every field a row needs: template fields plus the label field."""
     names = template_fields(self.instance, self.name)
-    for template in self.propositions.values():
-      names += template_fields(template, self.name)
+    for templates in self.propositions.values():
+      for template in templates:
+        names += template_fields(template, self.name)
     return list(dict.fromkeys(names + [self.label_field]))
 
   def check_row(self, row: dict, where: str) -> None:
@@ -68,29 +79,40 @@ class TeacherTask:
         raise sources.DataError(
             f'{where}: task {self.name!r}: example has no field {field!r} '
             f'(fields: {", ".join(sorted(row))}).')
-    if row[self.label_field] not in self.propositions:
+    value = row[self.label_field]
+    if self.label_thresholds is not None:
+      if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise sources.DataError(
+            f'{where}: task {self.name!r}: label {value!r} is not a number.')
+    elif value not in self.propositions:
       raise sources.DataError(
-          f'{where}: task {self.name!r}: label {row[self.label_field]!r} has no '
+          f'{where}: task {self.name!r}: label {value!r} has no '
           f'proposition (labels: {", ".join(map(repr, self.labels))}).')
+
+  def label_index(self, value) -> int:
+    """Index of a raw label value among the labels (binned if thresholded)."""
+    if self.label_thresholds is not None:
+      return sum(value >= t for t in self.label_thresholds)
+    return self.labels.index(value)
 
   def examples(self, split: str) -> Iterator[tuple[str, list[str], int]]:
     """(instance text, per-candidate target texts, true index) of a JSONL split.
 
     A candidate's target is the text its template adds beyond the instance
-    (its own fields' values), or the whole proposition if it has none. Used by
-    the no-model shortcut baseline.
+    (its own fields' values), or the whole proposition if it has none (the
+    first template of each label). Used by the no-model shortcut baseline.
     """
     instance_fields = set(template_fields(self.instance, self.name))
     paths = sources.expand_paths(self.split_paths[split])
     for where, row in sources.read_jsonl(paths):
       self.check_row(row, where)
       targets = []
-      for template in self.propositions.values():
+      for template, *_ in self.propositions.values():
         own = [f for f in template_fields(template, self.name) if f not in instance_fields]
         targets.append(' '.join(str(row[f]) for f in own) if own
                        else template.format(**row))
       yield (self.instance.format(**row), targets,
-             self.labels.index(row[self.label_field]))
+             self.label_index(row[self.label_field]))
 
 
 def template_fields(template: str, task: str) -> list[str]:
@@ -124,6 +146,13 @@ def task_types() -> tuple[str, ...]:
   return tuple(_TASK_TYPES)
 
 
+def declare_task_type(task_type: str) -> int:
+  """Gives a task type an id (if it has none yet); returns the id."""
+  if task_type not in _TASK_TYPES:
+    _TASK_TYPES.append(task_type)
+  return _TASK_TYPES.index(task_type)
+
+
 def get(name: str) -> TeacherTask:
   """The registered teacher task; unknown names list the registered ones."""
   if name not in _TEACHER_TASKS:
@@ -138,28 +167,39 @@ def registered() -> tuple[str, ...]:
 
 def register(
     name: str,
-    source: Union[Mapping[str, object], seqio.DataSource],
+    source: Union[str, Mapping[str, object], seqio.DataSource],
     instance: str,
-    propositions: Mapping[Label, str],
+    propositions: Mapping[Label, Templates],
     label_field: str = 'label',
     task_type: Optional[str] = None,
     *,
     vocabulary: Optional[seqio.Vocabulary] = None,
     shuffle_buffer_size: int = 10_000,
+    label_thresholds: Optional[Sequence[float]] = None,
+    metrics: Sequence[str] = ('accuracy',),
+    template_seed: int = 0,
+    tfds_data_dir: Optional[str] = None,
 ) -> seqio.Task:
   """Registers a teacher task in seqio's TaskRegistry.
 
   Args:
     name: the task's name in the seqio registry.
-    source: split -> JSONL path or glob (or list of them; `.gz` is read
-      transparently), or any `seqio.DataSource` yielding the fields.
+    source: a TFDS name (`"glue/rte:2.0.0"`, read from `tfds_data_dir`, never
+      downloaded), split -> JSONL path or glob (or list of them; `.gz` is read
+      transparently; `gs://` works), or any `seqio.DataSource` yielding the fields.
     instance: the text before `[sep]`; str.format over the example's fields.
-    propositions: label value -> proposition template (str.format).
+    propositions: label value -> proposition template (str.format), or a list
+      of templates of which one is drawn per example.
     label_field: the field holding the example's label value.
     task_type: the task type, for the task-aware head (default: `name`).
     vocabulary: a seqio vocabulary with `sep_id` and `cls_id` (default: the
       embedded demo BPE).
     shuffle_buffer_size: seqio's shuffle buffer for this task.
+    label_thresholds: for a numeric label field: label index = how many
+      thresholds the value reaches (`propositions` keys are then 0..n).
+    metrics: evaluation metrics (names in `freelm_jax.evaluation.METRICS`).
+    template_seed: seed of the per-example template draw.
+    tfds_data_dir: data_dir of a TFDS `source`.
 
   Returns:
     The registered `seqio.Task`.
@@ -168,24 +208,30 @@ def register(
     raise ValueError(f'Task {name!r}: `propositions` is empty.')
   if len({type(k) for k in propositions}) != 1:
     raise ValueError(f'Task {name!r}: label values must all be int or all str.')
+  templates = {label: (t,) if isinstance(t, str) else tuple(t)
+               for label, t in propositions.items()}
+  if not all(templates.values()):
+    raise ValueError(f'Task {name!r}: a label has no template.')
+  if label_thresholds is not None and sorted(templates) != list(
+      range(len(label_thresholds) + 1)):
+    raise ValueError(f'Task {name!r}: with {len(label_thresholds)} label_thresholds '
+                     f'the labels must be 0..{len(label_thresholds)}.')
+  is_paths = not isinstance(source, (str, seqio.DataSource))
   task = TeacherTask(
-      name=name, instance=instance, propositions=dict(propositions),
+      name=name, instance=instance, propositions=templates,
       label_field=label_field, task_type=task_type or name,
-      split_paths=None if isinstance(source, seqio.DataSource) else dict(source))
+      split_paths=dict(source) if is_paths else None,
+      label_thresholds=None if label_thresholds is None else tuple(label_thresholds),
+      metrics=tuple(metrics), template_seed=template_seed)
   task.fields()  # validates the templates
-  if not isinstance(source, seqio.DataSource):
+  if isinstance(source, str):
+    source = sources.tfds_source(source, data_dir=tfds_data_dir)
+  elif is_paths:
     source = _jsonl_source(task)
   vocabulary = vocabulary or vocabulary_lib.demo_vocabulary()
-  if task.task_type not in _TASK_TYPES:
-    _TASK_TYPES.append(task.task_type)
+  declare_task_type(task.task_type)
   seqio_task = seqio.TaskRegistry.add(
-      name, source=source,
-      preprocessors=[
-          _number_examples,
-          _to_propositions(task),
-          _tokenize(vocabulary),
-          _join(vocabulary),
-      ],
+      name, source=source, preprocessors=[_propositions(task, vocabulary)],
       output_features=_output_features(vocabulary),
       shuffle_buffer_size=shuffle_buffer_size)
   _TEACHER_TASKS[name] = task
@@ -199,15 +245,16 @@ def _output_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
   return {'targets': seqio.Feature(vocabulary, add_eos=False),
           'truth': scalar(tf.int32), 'task_type': scalar(tf.int32),
           'candidate': scalar(tf.int32), 'label': scalar(tf.int32),
-          'example_id': scalar(tf.int64)}
+          'example_id': scalar(tf.int64), 'template': scalar(tf.int32),
+          'score': scalar(tf.float32)}
 
 
 def _jsonl_source(task: TeacherTask) -> seqio.DataSource:
   """A checked JSONL source yielding the task's fields (text as strings)."""
-  label_type = type(task.labels[0])
+  label_type = float if task.label_thresholds is not None else type(task.labels[0])
   signature = {f: tf.TensorSpec([], tf.string) for f in task.fields()}
   signature[task.label_field] = tf.TensorSpec(
-      [], tf.int64 if label_type is int else tf.string)
+      [], {int: tf.int64, float: tf.float32, str: tf.string}[label_type])
 
   def convert(row, where, index):
     del index
@@ -220,70 +267,104 @@ def _jsonl_source(task: TeacherTask) -> seqio.DataSource:
   return sources.jsonl_source(task.split_paths, signature, convert)
 
 
-def _number_examples(dataset: tf.data.Dataset) -> tf.data.Dataset:
-  """Adds `example_id`: the example's position in its (unshuffled) split."""
-  return dataset.enumerate().map(lambda i, ex: dict(ex, example_id=i))
+# Examples are turned into propositions in batches of this many: the HF
+# tokenizer then runs once per batch (encode_batch), not once per string.
+_BATCH = 128
 
 
-def _to_propositions(task: TeacherTask):
-  """Preprocessor: one example -> one proposition string per candidate label."""
+def _label_index_tf(task: TeacherTask, value: tf.Tensor, example_id: tf.Tensor):
+  """int32 [B] label indices; a value with no proposition fails naming it."""
+  if task.label_thresholds is not None:
+    thresholds = tf.constant(task.label_thresholds, tf.float32)
+    return tf.reduce_sum(tf.cast(
+        tf.cast(value, tf.float32)[:, None] >= thresholds[None, :], tf.int32), axis=1)
   labels = tf.constant(task.labels)
-
-  def expand(ex):
-    missing = [f for f in task.fields() if f not in ex]
-    if missing:
-      raise ValueError(f'Task {task.name!r}: the source has no field {missing[0]!r}.')
-    label_id = tf.cast(tf.argmax(tf.cast(
-        tf.equal(labels, tf.cast(ex[task.label_field], labels.dtype)), tf.int32)), tf.int32)
-    count = len(task.labels)
-    return tf.data.Dataset.from_tensor_slices({
-        'instance': tf.fill([count], _format_tf(task.instance, ex)),
-        'proposition': tf.stack(
-            [_format_tf(t, ex) for t in task.propositions.values()]),
-        'candidate': tf.range(count, dtype=tf.int32),
-        'truth': tf.cast(tf.range(count) == label_id, tf.int32),
-        'label': tf.fill([count], label_id),
-        'task_type': tf.fill([count], tf.constant(task.task_type_id, tf.int32)),
-        'example_id': tf.fill([count], ex['example_id']),
-    })
-
-  def preprocess(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    return dataset.flat_map(expand)
-
-  return preprocess
+  matches = tf.equal(labels[None, :], tf.cast(value, labels.dtype)[:, None])
+  known = tf.reduce_any(matches, axis=1)
+  first_bad = tf.argmin(tf.cast(known, tf.int32))
+  labels_text = ', '.join(map(repr, task.labels)).replace('{', '(').replace('}', ')')
+  message = tf.strings.format(
+      f'DataError: task {task.name!r}: label {{}} has no proposition (labels: '
+      f'{labels_text}); example {{}} of the split.',
+      (value[first_bad], example_id[first_bad]))
+  check = tf.debugging.Assert(tf.reduce_all(known), [message])
+  with tf.control_dependencies([check]):
+    return tf.cast(tf.argmax(tf.cast(matches, tf.int32), axis=1), tf.int32)
 
 
-def _tokenize(vocabulary: seqio.Vocabulary):
-  """Preprocessor: token ids of the instance and of the proposition."""
-
-  def preprocess(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    return dataset.map(lambda ex: dict(
-        ex, instance=vocabulary.encode_tf(ex['instance']),
-        proposition=vocabulary.encode_tf(ex['proposition'])),
-        num_parallel_calls=tf.data.AUTOTUNE)
-
-  return preprocess
+def _score_tf(value: tf.Tensor, label_id: tf.Tensor) -> tf.Tensor:
+  """The raw label value if numeric, else the label index (float32)."""
+  if value.dtype == tf.string:
+    return tf.cast(label_id, tf.float32)
+  return tf.cast(value, tf.float32)
 
 
-def _join(vocabulary: seqio.Vocabulary):
-  """Preprocessor: `targets` = instance [sep] proposition [cls], fitted to length.
+def _template_draw(task: TeacherTask, example_id: tf.Tensor) -> tf.Tensor:
+  """A seeded per-example draw (int64 [B]), the same for every label of an example."""
+  keys = tf.strings.join([f'{task.template_seed}:', tf.strings.as_string(example_id)])
+  return tf.strings.to_hash_bucket_fast(keys, 2**31 - 1)
 
-  When too long, the instance is cut first (from its end), then the
-  proposition; `[sep]` and `[cls]` are always kept.
+
+def _ragged_column(value: int, rows: tf.Tensor) -> tf.RaggedTensor:
+  return tf.RaggedTensor.from_tensor(tf.fill([rows, 1], tf.constant(value, tf.int32)))
+
+
+def _propositions(task: TeacherTask, vocabulary: seqio.Vocabulary):
+  """Preprocessor: each example -> one proposition per candidate label,
+
+  `targets` = instance [sep] proposition [cls], fitted to the length: when
+  too long, the instance is cut first (from its end), then the proposition;
+  `[sep]` and `[cls]` are always kept. Works on batches of examples;
+  adds `example_id`, the example's position in its (unshuffled) split.
   """
+  count = len(task.labels)
+  per_label = list(task.propositions.values())
+
+  def expand(example_id, ex, length):
+    ex = dict(ex, example_id=example_id)  # position in the (unshuffled) split
+    rows = tf.shape(example_id)[0]
+    value = ex[task.label_field]
+    label_id = _label_index_tf(task, value, ex['example_id'])
+    draw = _template_draw(task, ex['example_id'])
+    fill = lambda template: tf.broadcast_to(_format_tf(template, ex), [rows])
+    texts, templates = [], []
+    for label_templates in per_label:
+      options = tf.stack([fill(t) for t in label_templates], axis=1)  # [B, T]
+      choice = tf.cast(draw % len(label_templates), tf.int32)
+      texts.append(tf.gather(options, choice, batch_dims=1))
+      templates.append(choice)
+    owner = tf.repeat(tf.range(rows), count)  # proposition -> its example
+    proposition = vocabulary.encode_tf(tf.reshape(tf.stack(texts, axis=1), [-1]))
+    proposition = proposition[:, :length - 2]
+    instance = tf.gather(vocabulary.encode_tf(fill(task.instance)), owner)
+    room = (length - 2 - proposition.row_lengths())[:, None]
+    instance = tf.ragged.boolean_mask(
+        instance, tf.ragged.range(instance.row_lengths()) < room)
+    total = rows * count
+    targets = tf.concat([tf.cast(instance, tf.int32), _ragged_column(vocabulary.sep_id, total),
+                         tf.cast(proposition, tf.int32),
+                         _ragged_column(vocabulary.cls_id, total)], axis=1)
+    candidate = tf.tile(tf.range(count, dtype=tf.int32), [rows])
+    label = tf.gather(label_id, owner)
+    return {
+        'targets': targets,
+        'truth': tf.cast(candidate == label, tf.int32),
+        'candidate': candidate,
+        'label': label,
+        'task_type': tf.fill([total], tf.constant(task.task_type_id, tf.int32)),
+        'example_id': tf.gather(ex['example_id'], owner),
+        'template': tf.reshape(tf.stack(templates, axis=1), [-1]),
+        'score': tf.gather(_score_tf(value, label_id), owner),
+    }
 
   def preprocess(dataset: tf.data.Dataset, sequence_length) -> tf.data.Dataset:
     length = sequence_length['targets']
     if length < 3:
       raise ValueError(f'TEACHER_SEQ_LEN must be at least 3, got {length}.')
-
-    def join(ex):
-      proposition = ex.pop('proposition')[:length - 2]
-      instance = ex.pop('instance')[:length - 2 - tf.size(proposition)]
-      targets = tf.concat([instance, [vocabulary.sep_id], proposition,
-                           [vocabulary.cls_id]], axis=0)
-      return dict(ex, targets=tf.cast(targets, tf.int32))
-
-    return dataset.map(join, num_parallel_calls=tf.data.AUTOTUNE)
+    missing = [f for f in task.fields() if f not in dataset.element_spec]
+    if missing:
+      raise ValueError(f'Task {task.name!r}: the source has no field {missing[0]!r}.')
+    return dataset.enumerate().batch(_BATCH).map(
+        lambda i, ex: expand(i, ex, length), num_parallel_calls=tf.data.AUTOTUNE).unbatch()
 
   return preprocess

@@ -1,11 +1,19 @@
-"""JSONL data sources that validate every row and name file:line on errors."""
+"""Data sources: checked JSONL, text lines, TFRecords, and prepared TFDS datasets.
 
+`source` arguments of `tasks.register` / `tasks.register_language` accept a
+TFDS name (`"glue/rte:2.0.0"`), a split -> path/glob mapping, or any
+`seqio.DataSource`. JSONL rows are validated and errors name file:line; local
+paths and `gs://` globs both work (through `tf.io.gfile`).
+"""
+
+import functools
 import glob
 import gzip
+import importlib
 import json
 import os
 import re
-from typing import Callable, Iterator, Mapping, Sequence, Union
+from typing import Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import seqio
 import tensorflow as tf
@@ -22,7 +30,8 @@ def expand_paths(pattern: Union[str, Sequence[str]]) -> list[str]:
   patterns = [pattern] if isinstance(pattern, str) else list(pattern)
   paths = []
   for p in patterns:
-    matched = sorted(glob.glob(os.path.expanduser(p)))
+    matched = (sorted(tf.io.gfile.glob(p)) if '://' in p
+               else sorted(glob.glob(os.path.expanduser(p))))
     if not matched:
       raise DataError(f'No file matches {p!r}.')
     paths.extend(matched)
@@ -30,6 +39,13 @@ def expand_paths(pattern: Union[str, Sequence[str]]) -> list[str]:
 
 
 def _open(path: str):
+  """A text reader for a local or remote (`gs://`) file, `.gz` decompressed."""
+  if '://' in path:
+    raw = tf.io.gfile.GFile(path, 'rb')
+    if path.endswith('.gz'):
+      raw = gzip.GzipFile(fileobj=raw)
+    import io  # pylint: disable=g-import-not-at-top
+    return io.TextIOWrapper(raw, encoding='utf-8')
   return gzip.open(path, 'rt', encoding='utf-8') if path.endswith('.gz') else open(
       path, encoding='utf-8')
 
@@ -49,6 +65,9 @@ def read_jsonl(paths: Sequence[str]) -> Iterator[tuple[str, dict]]:
         if not isinstance(row, dict):
           raise DataError(f'{where}: expected a JSON object, got {type(row).__name__}.')
         yield where, row
+
+
+_CHUNK = 512  # JSONL rows per hand-over from the Python reader to tf.data
 
 
 def jsonl_source(
@@ -71,19 +90,123 @@ def jsonl_source(
     del shuffle_files, seed  # rows are shuffled downstream by seqio.
     paths = expand_paths(split_paths[split])
 
-    def rows():
+    def chunks():  # rows in chunks: one Python -> TF hand-over per chunk, not per row
+      chunk = {name: [] for name in output_signature}
       for index, (where, row) in enumerate(read_jsonl(paths)):
-        yield convert(row, where, index)
+        for name, value in convert(row, where, index).items():
+          chunk[name].append(value)
+        if len(chunk[name]) == _CHUNK:
+          yield chunk
+          chunk = {name: [] for name in output_signature}
+      if any(chunk.values()):
+        yield chunk
 
-    return tf.data.Dataset.from_generator(rows, output_signature=dict(output_signature))
+    signature = {name: tf.TensorSpec([None] + spec.shape.as_list(), spec.dtype)
+                 for name, spec in output_signature.items()}
+    return tf.data.Dataset.from_generator(chunks, output_signature=signature).unbatch()
+
+  return _CountingSource(dataset_fn, split_paths)
+
+
+class _CountingSource(seqio.FunctionDataSource):
+  """A FunctionDataSource that counts its JSONL rows on demand (mixing rates)."""
+
+  def __init__(self, dataset_fn, split_paths: SplitPaths):
+    super().__init__(dataset_fn, splits=list(split_paths))
+    self._split_paths = dict(split_paths)
+
+  @functools.lru_cache(maxsize=None)
+  def num_input_examples(self, split: str) -> int:
+    count = 0
+    for path in expand_paths(self._split_paths[split]):
+      with _open(path) as f:
+        count += sum(1 for line in f if line.strip())
+    return count
+
+
+def text_line_source(split_paths: SplitPaths, text_field: str) -> seqio.DataSource:
+  """One document per line of text files (`.gz` ok): {text_field: line}."""
+
+  def dataset_fn(split: str, shuffle_files: bool, seed=None) -> tf.data.Dataset:
+    del shuffle_files, seed
+    paths = expand_paths(split_paths[split])
+    compression = 'GZIP' if all(p.endswith('.gz') for p in paths) else None
+    ds = tf.data.TextLineDataset(paths, compression_type=compression)
+    return ds.filter(lambda line: tf.strings.length(tf.strings.strip(line)) > 0).map(
+        lambda line: {text_field: line})
 
   return seqio.FunctionDataSource(dataset_fn, splits=list(split_paths))
 
 
+def tfrecord_source(split_paths: SplitPaths, text_field: str) -> seqio.DataSource:
+  """tf.train.Example records with a string feature `text_field`."""
+  return seqio.TFExampleDataSource(
+      dict(split_paths),
+      feature_description={text_field: tf.io.FixedLenFeature([], tf.string)})
+
+
+class PreparedTfdsSource(seqio.TfdsDataSource):
+  """A TFDS source that never downloads: an unprepared dataset is one clear error."""
+
+  def __init__(self, tfds_name: str, splits=None, data_dir: Optional[str] = None):
+    super().__init__(tfds_name=tfds_name, tfds_data_dir=data_dir, splits=splits,
+                     read_only=True)
+
+  def get_dataset(self, *args, **kwargs) -> tf.data.Dataset:
+    try:
+      return super().get_dataset(*args, **kwargs)
+    except (AssertionError, FileNotFoundError, tf.errors.NotFoundError) as e:
+      name = self.tfds_dataset.name
+      data_dir = self.tfds_dataset.data_dir or os.environ.get(
+          'TFDS_DATA_DIR', '~/tensorflow_datasets')
+      raise DataError(
+          f'TFDS dataset {name!r} is not prepared in data_dir {data_dir!r}: prepare '
+          f'it with `tfds build {name.split(":")[0]} --data_dir=DIR` and pass '
+          f'that data_dir (no download is attempted). ({type(e).__name__})') from None
+
+  def num_input_examples(self, split: str) -> Optional[int]:
+    try:
+      return super().num_input_examples(split)
+    except KeyError:  # no split statistics (e.g. tfds.testing.mock_data)
+      return None
+
+
+def tfds_source(name: str, splits=None, data_dir: Optional[str] = None) -> seqio.DataSource:
+  """A prepared TFDS dataset, e.g. `"glue/rte:2.0.0"`; `splits`: names or name -> TFDS split."""
+  if not name or name.startswith(('/', '.')) or '://' in name:
+    raise ValueError(f'{name!r} is not a TFDS name (e.g. "glue/rte:2.0.0").')
+  return PreparedTfdsSource(name, splits=splits, data_dir=data_dir)
+
+
+# --- Registrations the input worker processes repeat ------------------------
+# Tasks registered from gin (paths known only at run time) are recorded here;
+# input workers are spawned processes that inherit the environment and
+# re-register the same tasks when they `import tasks`.
+_REGISTRATIONS_ENV = 'FREELM_TASK_REGISTRATIONS'
+
+
+def record_registration(function: str, kwargs: dict) -> None:
+  """Records `function(**kwargs)` (a dotted path, JSON kwargs) for the workers."""
+  calls = json.loads(os.environ.get(_REGISTRATIONS_ENV, '[]'))
+  call = [function, kwargs]
+  if call not in calls:
+    os.environ[_REGISTRATIONS_ENV] = json.dumps(calls + [call])
+
+
+def replay_registrations() -> None:
+  """Repeats the registrations recorded by the parent process."""
+  for function, kwargs in json.loads(os.environ.get(_REGISTRATIONS_ENV, '[]')):
+    module, name = function.rsplit('.', 1)
+    getattr(importlib.import_module(module), name)(**kwargs)
+
+
 def explain(error: BaseException) -> str:
   """The DataError line inside an error, even one wrapped by tf.data."""
-  match = re.search(r'DataError: (.*)', str(error))
+  match = re.search(r'(\[?)DataError: (.*)', str(error))
   if match:
-    return match.group(1).strip()
+    text = match.group(2).strip()
+    if match.group(1):  # a TF assertion's message, "[DataError: ...]"
+      text = text.removesuffix(']').replace("\\'", "'")
+    return text
   text = ' '.join(str(error).split())
   return text if isinstance(error, (ValueError, OSError)) else f'{type(error).__name__}: {text}'

@@ -14,13 +14,19 @@ a GPT-2 embedding table (50257 rows) must be grown accordingly. All four are
 registered as special tokens, so e.g. `"a [sep] b"` encodes `[sep]` as one id
 (the spaces around it stay ordinary tokens, so encode/decode round-trips).
 
-Padding caveat: seqio's feature converters pad with id 0 and derive loss
-weights from `ids != 0`, i.e. they assume `pad_id == 0` (see
-`seqio_pad_compatible`). That holds for the demo vocab but not for GPT-2, whose
-id 0 is "!" and whose `[pad]` is 50259. Ids are never remapped here.
+Padding: seqio's feature converters pad with id 0 and derive loss weights
+from `ids != 0`, i.e. they assume `pad_id == 0` (see `seqio_pad_compatible`).
+That holds for the demo vocab but not for GPT-2, whose id 0 is "!" and whose
+`[pad]` is 50259. Ids are never remapped here; `freelm_jax.input_pipeline`
+shifts ids by one around seqio's packing so "!" is trained on and padding
+(written as `[pad]`) is not, and teacher batches carry explicit lengths.
+
+Files may be local or remote (`gs://...`, read through `tf.io.gfile`).
 """
 
 import hashlib
+import itertools
+import json
 import os
 import threading
 from typing import Dict, Iterable, Optional, Sequence
@@ -47,7 +53,7 @@ class BPEVocabulary(seqio.Vocabulary):
 
   The tokenizer is built lazily on first use and is not pickled (only the
   file paths are), so instances are cheap to create, copy and pickle.
-  Files must be local paths (read by `tokenizers.models.BPE.from_file`).
+  Files may be local paths or any `tf.io.gfile` path (e.g. `gs://`).
 
   `decode` drops `[pad]` and `<|endoftext|>` ids (seqio's `decode` already
   truncates after the first EOS and `decode_tf` fills it with `pad_id`), but
@@ -58,8 +64,8 @@ class BPEVocabulary(seqio.Vocabulary):
     """Initializes the vocabulary.
 
     Args:
-      vocab_file: path to the BPE `vocab.json` (token -> id).
-      merges_file: path to the BPE `merges.txt`.
+      vocab_file: path to the BPE `vocab.json` (token -> id); local or gs://.
+      merges_file: path to the BPE `merges.txt`; local or gs://.
     """
     super().__init__(extra_ids=0)
     self._vocab_file = vocab_file
@@ -85,19 +91,25 @@ class BPEVocabulary(seqio.Vocabulary):
     return self._tokenizer
 
   def _load(self) -> None:
-    tok = tokenizers.Tokenizer(
-        models.BPE.from_file(self._vocab_file, self._merges_file))
+    if "://" in self._vocab_file or "://" in self._merges_file:
+      vocab = json.loads(_read(self._vocab_file))
+      merges = [tuple(line.split(" ")) for line in _read(self._merges_file).decode(
+          "utf-8").splitlines() if line and not line.startswith("#version")]
+      bpe = models.BPE(vocab=vocab, merges=merges)
+    else:
+      bpe = models.BPE.from_file(self._vocab_file, self._merges_file)
+    tok = tokenizers.Tokenizer(bpe)
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     # Existing tokens keep their id; missing ones are appended in this order.
     tok.add_special_tokens(list(SPECIAL_TOKENS))
     self._special_ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
     if self._special_ids[PAD_TOKEN] != seqio.vocabularies.PAD_ID:
-      logging.warning(
-          "BPEVocabulary(%s): pad_id=%d but seqio pads with %d; feature "
-          "converters/packing will treat id %d as padding.", self._vocab_file,
-          self._special_ids[PAD_TOKEN], seqio.vocabularies.PAD_ID,
-          seqio.vocabularies.PAD_ID)
+      logging.info(
+          "BPEVocabulary(%s): pad_id=%d, not seqio's %d; freelm_jax.input_pipeline "
+          "shifts ids around seqio's packing, other seqio converters would treat "
+          "id %d as padding.", self._vocab_file, self._special_ids[PAD_TOKEN],
+          seqio.vocabularies.PAD_ID, seqio.vocabularies.PAD_ID)
     self._tokenizer = tok
 
   def _special_id(self, token: str) -> int:
@@ -160,9 +172,12 @@ class BPEVocabulary(seqio.Vocabulary):
     return np.asarray(self._encode(s.decode("utf-8")), dtype=np.int32)
 
   def _encode_batch_np(self, s: np.ndarray):
-    encs = self.tokenizer.encode_batch([x.decode("utf-8") for x in s])
-    lengths = np.asarray([len(e.ids) for e in encs], dtype=np.int64)
-    flat = np.asarray([i for e in encs for i in e.ids], dtype=np.int32)
+    # encode_batch_fast: no offsets; runs in Rust threads without the GIL.
+    encs = self.tokenizer.encode_batch_fast([x.decode("utf-8") for x in s])
+    ids = [e.ids for e in encs]
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32,
+                       count=int(lengths.sum()))
     return flat, lengths
 
   def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
@@ -196,8 +211,7 @@ class BPEVocabulary(seqio.Vocabulary):
   def _digest(self) -> str:
     h = hashlib.sha256()
     for path in (self._vocab_file, self._merges_file):
-      with open(path, "rb") as f:
-        h.update(f.read())
+      h.update(_read(path))
     return h.hexdigest()
 
   def __eq__(self, other) -> bool:
@@ -211,6 +225,26 @@ class BPEVocabulary(seqio.Vocabulary):
             f"merges_file={self._merges_file!r})")
 
   __repr__ = __str__
+
+
+def _read(path: str) -> bytes:
+  """Bytes of a local or `tf.io.gfile` (e.g. gs://) file."""
+  if "://" in path:
+    with tf.io.gfile.GFile(path, "rb") as f:
+      return f.read()
+  with open(path, "rb") as f:
+    return f.read()
+
+
+def gpt2_vocabulary(vocab_dir: str) -> BPEVocabulary:
+  """GPT-2's `vocab.json` + `merges.txt` in `vocab_dir` (local or gs://)."""
+  return BPEVocabulary(os.path.join(vocab_dir, "vocab.json"),
+                       os.path.join(vocab_dir, "merges.txt"))
+
+
+def from_dir(vocab_dir=None) -> BPEVocabulary:
+  """The BPE in `vocab_dir`, or the embedded demo BPE when None."""
+  return gpt2_vocabulary(vocab_dir) if vocab_dir else demo_vocabulary()
 
 
 DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "wordnet")

@@ -1,0 +1,23 @@
+"""Model FLOPs and a config summary, shared by `plan` and `bench`.
+
+Imports nothing (not even JAX): `plan` sets its XLA flags before JAX loads.
+"""
+
+SUMMARY_FIELDS = ('num_layers', 'd_model', 'num_heads', 'vocab_size', 'max_len', 'dtype',
+                  'scan_layers', 'remat_policy')
+
+
+def model_summary(config) -> dict:
+  """The fields of a ModelConfig that size and shape the train steps."""
+  return {k: getattr(config, k) for k in SUMMARY_FIELDS}
+
+
+def flops_per_token(config, decoder_params: int, objective: str,
+                    seq_len: int) -> int:
+  """Model FLOPs per token, 6N + 12 L d T (Kaplan et al. 2020; PaLM appendix B).
+
+  N is the decoder's matmul parameters, plus the tied embedding as the output
+  projection for the LM step (the teacher step reads only the small head).
+  """
+  n = decoder_params + (config.vocab_size * config.d_model if objective == 'lm' else 0)
+  return 6 * n + 12 * config.num_layers * config.d_model * seq_len

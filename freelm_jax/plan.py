@@ -1,0 +1,137 @@
+r"""Memory and FLOPs planning: compiles both train steps ahead of time for a
+config and mesh on virtual CPU devices, and prints JSON.
+
+  python -m freelm_jax.plan --gin_file=gin/base.gin --gin_file=gin/models/gpt2_1.5b.gin \
+      --num_devices=8 [--gin.FSDP_PARALLELISM=8 ...] [--device_memory_gib=16]
+
+Nothing is allocated or run: the state and batches are abstract shapes with
+their shardings (`jax.jit(...).lower(...).compile()`). Per-device memory comes
+from the compiled executable's memory analysis; it is the CPU compiler's
+buffer assignment, an estimate of what a TPU or GPU compiler assigns.
+Imports neither TensorFlow nor seqio: gin's `import tasks` is skipped and no
+data pipeline is built.
+"""
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+from freelm_jax import accounting
+from freelm_jax import gin_utils
+
+gin_utils.define_flags()
+flags.DEFINE_integer('num_devices', 8, 'Virtual devices to plan for.')
+flags.DEFINE_float('device_memory_gib', 16.0, 'Memory of one device, for `fits`.')
+FLAGS = flags.FLAGS
+
+GIB = 2**30
+SCANNED_FLOPS_NOTE = (
+    'XLA cost analysis counts a loop body once: with scan_layers the compiled '
+    'FLOPs include one layer of the stack; plan with '
+    '--gin.network.ModelConfig.scan_layers=False to count every layer.')
+
+
+def abstract_batches(data, sharding) -> dict:
+  """ShapeDtypeStructs of one global batch per objective (input_pipeline's layout)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, np.dtype(dtype), sharding=sharding)
+  lm = (data.lm_batch_size, data.lm_seq_len)
+  teacher = (data.teacher_batch_size,)
+  return {
+      'lm': {'tokens': spec(lm, 'int32'), 'targets': spec(lm, 'int32'),
+             'positions': spec(lm, 'int32'), 'segment_ids': spec(lm, 'int32'),
+             'weights': spec(lm, 'float32')},
+      'teacher': {'tokens': spec(teacher + (data.teacher_seq_len,), 'int32'),
+                  'lengths': spec(teacher, 'int32'), 'truth': spec(teacher, 'int32'),
+                  'task_type': spec(teacher, 'int32'), 'weights': spec(teacher, 'float32')},
+  }
+
+
+def memory(compiled) -> dict:
+  """Per-device bytes of a compiled step; peak = arguments + outputs - aliased + temporaries."""
+  stats = compiled.memory_analysis()
+  out = {k: int(getattr(stats, f'{k}_size_in_bytes'))
+         for k in ('argument', 'output', 'alias', 'temp', 'generated_code')}
+  out['peak'] = out['argument'] + out['output'] - out['alias'] + out['temp']
+  return {f'{k}_bytes': v for k, v in out.items()} | {'peak_gib': round(out['peak'] / GIB, 3)}
+
+
+def compiled_flops(compiled):
+  """FLOPs of one device's program, or None where the backend gives none."""
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return None
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost['flops']) if cost and 'flops' in cost else None
+
+
+def plan() -> dict:
+  """Builds the trainer from the parsed gin config and compiles both steps."""
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
+  from freelm_jax import train_lib
+  model_config, data = train_lib.ModelConfig(), train_lib.DataConfig()
+  trainer = train_lib.build_trainer(model_config, train_lib.MeshConfig(),
+                                    train_lib.create_optimizer, 1,
+                                    train_lib.TeacherObjective())
+  train_lib.check_batch_sizes(data, trainer.mesh)
+  state = trainer.abstract_state()
+  count = lambda tree: int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+  decoder_params = count(state.params['decoder'])
+  batches = abstract_batches(data, trainer.batch_sharding)
+  steps = {}
+  for objective, seq_len in (('lm', data.lm_seq_len), ('teacher', data.teacher_seq_len)):
+    compiled = trainer.compile_step(objective, state, batches[objective])
+    tokens = batches[objective]['tokens'].shape[0] * seq_len
+    flops = compiled_flops(compiled)
+    mem = memory(compiled)
+    steps[objective] = {
+        'batch_size': batches[objective]['tokens'].shape[0], 'seq_len': seq_len,
+        'memory_per_device': mem,
+        'fits_device_memory': mem['peak_gib'] <= FLAGS.device_memory_gib,
+        'flops_per_token_formula': accounting.flops_per_token(
+            model_config, decoder_params, objective, seq_len),
+        'flops_per_token_compiled': (None if flops is None else
+                                     flops * jax.device_count() / tokens),
+    }
+  return {
+      'gin_files': FLAGS.gin_file, 'gin_bindings': FLAGS.gin_bindings,
+      'model': accounting.model_summary(model_config),
+      'num_devices': jax.device_count(), 'mesh': dict(trainer.mesh.shape),
+      'parameters': count(state.params),
+      'train_state_gib_all_devices': round(sum(
+          x.size * x.dtype.itemsize for x in jax.tree.leaves(state)) / GIB, 3),
+      'device_memory_gib': FLAGS.device_memory_gib,
+      'fits': all(s['fits_device_memory'] for s in steps.values()),
+      'steps': steps,
+      **({'flops_note': SCANNED_FLOPS_NOTE} if model_config.scan_layers else {}),
+  }
+
+
+def main(argv):
+  del argv
+  # Before JAX is imported: virtual CPU devices. LLVM optimisation level 0
+  # compiles faster and changes neither buffer assignment nor HLO FLOPs.
+  os.environ['JAX_PLATFORMS'] = 'cpu'
+  os.environ['XLA_FLAGS'] = ' '.join([
+      os.environ.get('XLA_FLAGS', ''), '--xla_backend_optimization_level=0',
+      f'--xla_force_host_platform_device_count={FLAGS.num_devices}'])
+  sys.modules['tasks'] = None  # gin's `import tasks` fails, and is skipped.
+
+  try:
+    from freelm_jax import train_lib  # pylint: disable=g-import-not-at-top,unused-import
+    gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings, skip_failed_imports=True)
+    result = plan()
+  except (ValueError, OSError) as e:  # ConfigError is a ValueError
+    sys.exit(f'error: {e}')
+  print(json.dumps(result, indent=2))
+
+
+if __name__ == '__main__':
+  app.run(main, argv=gin_utils.rewrite_gin_args(sys.argv))

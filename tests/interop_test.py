@@ -1,0 +1,197 @@
+"""Hugging Face GPT-2 and the official FreeLM layout against PyTorch references.
+
+References are built with the installed transformers/torch (CPU, float32); the
+tests skip when either is absent.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+transformers = pytest.importorskip('transformers')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from freelm_jax import checkpoints
+from freelm_jax import interop
+from freelm_jax import models
+from freelm_jax import network
+from freelm_jax import partitioning
+from freelm_jax import Predictor
+from freelm_jax import trainer as trainer_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_VOCAB = os.path.join(REPO, 'tasks', 'data', 'wordnet')
+VOCAB, CONTEXT, D_MODEL = 101, 24, 32
+
+
+def tiny_gpt2(seed: int = 0):
+  """A random GPT2LMHeadModel; every tensor is perturbed so biases and norms count."""
+  torch.manual_seed(seed)
+  config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=CONTEXT, n_embd=D_MODEL,
+                                   n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
+  model = transformers.GPT2LMHeadModel(config).eval()
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(0.1 * torch.randn_like(p))
+  return model
+
+
+def random_tokens(seed: int, shape=(3, 13)) -> np.ndarray:
+  return np.random.RandomState(seed).randint(1, VOCAB, shape).astype(np.int32)
+
+
+def torch_logits(model, tokens: np.ndarray) -> np.ndarray:
+  with torch.no_grad():
+    return model(torch.tensor(tokens, dtype=torch.long)).logits.numpy()
+
+
+@pytest.fixture(scope='module')
+def hf_gpt2(tmp_path_factory):
+  model = tiny_gpt2()
+  path = str(tmp_path_factory.mktemp('gpt2'))
+  model.save_pretrained(path)  # config.json + model.safetensors
+  return model, path
+
+
+@pytest.fixture(scope='module')
+def freelm_layout(tmp_path_factory):
+  """The official FreeLM layout in pytorch_model.bin, and its torch reference."""
+  model = tiny_gpt2(seed=1)
+  torch.manual_seed(2)
+  mtc_head = torch.randn(2, D_MODEL, 3)  # (heads, d_model, max_labels): labels "2,3"
+  path = str(tmp_path_factory.mktemp('freelm'))
+  state = dict(model.state_dict(), **{'mtc_head.weight': mtc_head})
+  state['lm_head.weight'] = model.transformer.wte.weight.detach().clone()
+  torch.save(state, os.path.join(path, 'pytorch_model.bin'))
+  config = model.config.to_dict()
+  config.update(num_multi_task_labels='2,3', architectures=['FreeLMModel'])
+  with open(os.path.join(path, 'config.json'), 'w') as f:
+    json.dump(config, f)
+
+  def truth_probability(tokens, lengths):
+    """FreeLM's forward_for_mtc, head 0: softmax of its two logits at [cls]."""
+    with torch.no_grad():
+      hidden = model.transformer(torch.tensor(tokens, dtype=torch.long)).last_hidden_state
+      cls = hidden[torch.arange(len(tokens)), torch.tensor(lengths) - 1]
+      logits = torch.einsum('bd,tdn->btn', cls, mtc_head)[:, 0, :2]
+      return torch.softmax(logits, -1)[:, 1].numpy()
+
+  return model, path, truth_probability
+
+
+def test_gpt2_logits_match_transformers(hf_gpt2):
+  model, path = hf_gpt2
+  predictor = Predictor.from_pretrained(path)
+  assert not predictor.has_teacher_head
+  tokens = random_tokens(0)
+  np.testing.assert_allclose(predictor.logits(tokens), torch_logits(model, tokens),
+                             atol=1e-4, rtol=0)
+  with pytest.raises(ValueError, match='teacher head'):
+    predictor.truth_probability(tokens)
+
+
+def test_greedy_generation_matches_transformers(hf_gpt2):
+  model, path = hf_gpt2
+  prompt = [5, 17, 3, 99]
+  ours = Predictor.from_pretrained(path).generate(prompt, max_new_tokens=8, temperature=0.0)
+  with torch.no_grad():
+    theirs = model.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False,
+                            eos_token_id=None, pad_token_id=0)
+  assert ours == theirs[0, len(prompt):].tolist()
+
+
+def test_freelm_layout_matches_the_torch_reference(freelm_layout):
+  model, path, truth_probability = freelm_layout
+  predictor = Predictor.from_pretrained(path)
+  assert predictor.config.head_labels == (2, 3)
+  tokens = random_tokens(1, (4, 11))
+  np.testing.assert_allclose(predictor.logits(tokens), torch_logits(model, tokens),
+                             atol=1e-4, rtol=0)
+  lengths = [11, 7, 3, 9]
+  expected = truth_probability(tokens, lengths)
+  padded = tokens.copy()
+  for row, n in zip(padded, lengths):
+    row[n:] = 0  # no tokenizer here: [pad] defaults to id 0
+  np.testing.assert_allclose(predictor.truth_probability(tokens, lengths), expected, atol=1e-4)
+  np.testing.assert_allclose(predictor.truth_probability(padded), expected, atol=1e-4)
+
+
+def test_export_is_a_gpt2_that_transformers_loads_and_import_round_trips(
+    freelm_layout, tmp_path):
+  _, path, _ = freelm_layout
+  checkpoint = interop.load(path)
+  exported = str(tmp_path / 'exported')
+  interop.save_hf(exported, checkpoint.params, checkpoint.config)
+  reloaded = transformers.GPT2LMHeadModel.from_pretrained(exported).eval()
+  tokens = random_tokens(2)
+  np.testing.assert_allclose(torch_logits(reloaded, tokens),
+                             Predictor.from_pretrained(path).logits(tokens), atol=1e-4, rtol=0)
+  again = interop.load(exported)
+  assert again.config == checkpoint.config and again.has_teacher_head
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.tree.map(np.testing.assert_array_equal, again.params, checkpoint.params)
+
+
+def test_convert_cli_imports_gpt2_into_a_model_dir_training_can_resume(hf_gpt2, tmp_path):
+  _, path = hf_gpt2
+  source = str(tmp_path / 'gpt2')
+  subprocess.run(['cp', '-r', path, source], check=True)
+  for name in ('vocab.json', 'merges.txt'):  # the demo vocab has 8192 tokens
+    subprocess.run(['cp', os.path.join(DEMO_VOCAB, name), source], check=True)
+  with open(os.path.join(source, 'config.json')) as f:
+    config = json.load(f)
+  target = str(tmp_path / 'model_dir')
+  result = subprocess.run(
+      [sys.executable, '-m', 'freelm_jax.convert', f'--input={path}', f'--output={target}',
+       '--head_labels=2,5', f'--vocab_dir={source}'],
+      capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+  assert result.returncode == 0, result.stderr
+  assert not os.path.exists(target + '.converting')
+  ours = Predictor.from_pretrained(target)
+  assert ours.config.vocab_size == 8192 and ours.config.head_labels == (2, 5)
+  assert ours.tokenizer is not None and config['vocab_size'] == VOCAB
+  tokens = random_tokens(3)
+  np.testing.assert_allclose(ours.logits(tokens)[..., :VOCAB],
+                             Predictor.from_pretrained(path).logits(tokens), atol=1e-5)
+  # The step-0 train state restores onto a Trainer of the same shape.
+  trainer = make_trainer(ours.config)
+  state, _ = checkpoints.restore(checkpoints.create_manager(target, 1), trainer.abstract_state())
+  assert int(state.step) == 0
+  np.testing.assert_array_equal(np.asarray(state.params['wpe']['embedding']),
+                                np.asarray(ours.params['wpe']['embedding']))
+  again = subprocess.run(
+      [sys.executable, '-m', 'freelm_jax.convert', f'--input={path}', f'--output={target}'],
+      capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+  assert again.returncode != 0 and again.stderr.strip().endswith('already exists.')
+
+
+def make_trainer(config: network.ModelConfig) -> trainer_lib.Trainer:
+  optimizer, schedule = trainer_lib.create_optimizer(1e-3, 10)
+  return trainer_lib.Trainer(network.FreeLM(config), optimizer, schedule,
+                             {'lm': models.LanguageObjective()},
+                             partitioning.create_mesh(-1, 1, 1))
+
+
+def test_init_from_starts_a_new_run_from_gpt2_weights(hf_gpt2, tmp_path):
+  from freelm_jax import train_lib  # pylint: disable=g-import-not-at-top
+  model, path = hf_gpt2
+  config = network.ModelConfig(vocab_size=VOCAB + 3, num_layers=2, d_model=D_MODEL,
+                               num_heads=4, max_len=16, head_labels=(2, 5))
+  trainer = make_trainer(config)
+  manager = checkpoints.create_manager(str(tmp_path / 'run'), 1)
+  state, facts = train_lib.restore_or_init(trainer, manager, 0, init_from=path)
+  assert facts == {} and int(state.step) == 0
+  wte = np.asarray(state.params['wte']['embedding'])
+  np.testing.assert_array_equal(wte[:VOCAB], model.transformer.wte.weight.detach().numpy())
+  np.testing.assert_allclose(wte[VOCAB:], np.tile(wte[:VOCAB].mean(0), (3, 1)), atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(state.params['wpe']['embedding']),
+                                model.transformer.wpe.weight.detach().numpy()[:16])
+  head = np.asarray(state.params['head'])  # GPT-2 has none: the fresh N(0, 0.02) init stays
+  assert head.shape == (2, D_MODEL, 5) and 0.015 < head.std() < 0.025
+  assert state.params['wte']['embedding'].sharding == trainer.state_sharding.params['wte'][
+      'embedding']
