@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, Collection, Optional, Sequence
 
 from absl import logging
 import gin
@@ -86,11 +86,22 @@ def trained_task_types(mixture: str) -> list[str]:
   return sorted({tasks.get_teacher_task(n).task_type for n in names})
 
 
-def task_type_order(recorded: Optional[Sequence[str]] = None) -> list[str]:
-  """Task types in id order: a checkpoint's `recorded` order, then new ones."""
+def run_task_types(data: DataConfig) -> set[str]:
+  """Task types of the teacher mixture's tasks and of the eval tasks."""
+  import tasks
+  return set(trained_task_types(data.teacher_mixture)) | {
+      tasks.get_teacher_task(name).task_type for name in data.eval_tasks}
+
+
+def task_type_order(in_run: Collection[str],
+                    recorded: Optional[Sequence[str]] = None) -> list[str]:
+  """Task-type ids: a checkpoint's `recorded` order, then the run's other types
+  (`in_run`) in registration order. Types registered but not used by the run
+  (e.g. by other tasks imported in the same process) get no id here."""
   import tasks
   order = list(recorded or [])
-  return order + [t for t in tasks.propositions.task_types() if t not in order]
+  return order + [t for t in tasks.propositions.task_types()
+                  if t in in_run and t not in order]
 
 
 def check_task_types(model_config: network.ModelConfig, types: Sequence[str]) -> None:
@@ -278,13 +289,14 @@ def train(
                           skip_nonfinite)
   check_batch_sizes(data, trainer.mesh)
   trained = trained_task_types(data.teacher_mixture)
-  check_task_types(model_config, task_type_order())
+  in_run = run_task_types(data)
+  check_task_types(model_config, task_type_order(in_run))
   checkpoints.check_writable(model_dir)
   manager = checkpoints.create_manager(model_dir, checkpoint_every)
   state, facts = restore_or_init(trainer, manager, seed, init_from)  # before writing
   _write_config(model_dir)
   writer = metrics_lib.MetricsWriter(model_dir)
-  task_types = task_type_order(facts.get('task_types'))  # the checkpoint's ids
+  task_types = task_type_order(in_run, facts.get('task_types'))  # the checkpoint's ids
   check_task_types(model_config, task_types)
   consumed = facts.get('batches') or trainer_lib.objective_counts(
       int(state.step), objective_schedule)
