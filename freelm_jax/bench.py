@@ -101,11 +101,8 @@ def bench() -> list:
   import jax
   import numpy as np
   from freelm_jax import train_lib
-  model_config, data = train_lib.ModelConfig(), train_lib.DataConfig()
-  trainer = train_lib.build_trainer(model_config, train_lib.MeshConfig(),
-                                    train_lib.create_optimizer, 1000,
-                                    train_lib.TeacherObjective())
-  train_lib.check_batch_sizes(data, trainer.mesh)
+  model_config, data, trainer = train_lib.trainer_without_data(
+      FLAGS.gin_file, FLAGS.gin_bindings, train_steps=1000)
   state = trainer.init_state(0)
   decoder_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params['decoder'])))
   local = synthetic_batches(data, model_config.head_labels, model_config.vocab_size,
@@ -160,10 +157,7 @@ def parity_result(trainer, state, steps: dict, local: dict, results: list,
 
 def main(argv):
   del argv
-  sys.modules['tasks'] = None  # gin's `import tasks` fails, and is skipped.
   try:
-    from freelm_jax import train_lib  # pylint: disable=g-import-not-at-top,unused-import
-    gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings, skip_failed_imports=True)
     lines = bench()
   except (ValueError, OSError) as e:  # ConfigError is a ValueError
     sys.exit(f'error: {e}')

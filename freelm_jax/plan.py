@@ -76,11 +76,8 @@ def plan() -> dict:
   import jax
   import numpy as np
   from freelm_jax import train_lib
-  model_config, data = train_lib.ModelConfig(), train_lib.DataConfig()
-  trainer = train_lib.build_trainer(model_config, train_lib.MeshConfig(),
-                                    train_lib.create_optimizer, 1,
-                                    train_lib.TeacherObjective())
-  train_lib.check_batch_sizes(data, trainer.mesh)
+  model_config, data, trainer = train_lib.trainer_without_data(FLAGS.gin_file,
+                                                               FLAGS.gin_bindings)
   state = trainer.abstract_state()
   count = lambda tree: int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
   decoder_params = count(state.params['decoder'])
@@ -122,11 +119,7 @@ def main(argv):
   os.environ['XLA_FLAGS'] = ' '.join([
       os.environ.get('XLA_FLAGS', ''), '--xla_backend_optimization_level=0',
       f'--xla_force_host_platform_device_count={FLAGS.num_devices}'])
-  sys.modules['tasks'] = None  # gin's `import tasks` fails, and is skipped.
-
   try:
-    from freelm_jax import train_lib  # pylint: disable=g-import-not-at-top,unused-import
-    gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings, skip_failed_imports=True)
     result = plan()
   except (ValueError, OSError) as e:  # ConfigError is a ValueError
     sys.exit(f'error: {e}')

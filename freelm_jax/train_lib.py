@@ -12,6 +12,7 @@ the run before it is checkpointed (or is skipped, with `skip_nonfinite`).
 import contextlib
 import dataclasses
 import os
+import sys
 import time
 from typing import Callable, Collection, Optional, Sequence
 
@@ -75,6 +76,22 @@ def build_trainer(model_config: network.ModelConfig, mesh_config: MeshConfig,
   objectives = {'lm': models.LanguageObjective(), 'teacher': teacher_objective}
   return trainer_lib.Trainer(network.FreeLM(model_config), optimizer, schedule,
                              objectives, mesh, skip_nonfinite=skip_nonfinite)
+
+
+def trainer_without_data(gin_files: Sequence[str], bindings: Sequence[str],
+                         train_steps: int = 1) -> tuple:
+  """(model_config, data_config, trainer) from gin files, with no data layer.
+
+  gin's `import tasks` is skipped (it would import TensorFlow), so `plan` and
+  `bench` run where only JAX is installed; the batch sizes are checked.
+  """
+  sys.modules['tasks'] = None  # gin's `import tasks` fails, and is skipped.
+  gin_utils.parse(gin_files, bindings, skip_failed_imports=True)
+  model_config, data = ModelConfig(), DataConfig()
+  trainer = build_trainer(model_config, MeshConfig(), create_optimizer, train_steps,
+                          TeacherObjective())
+  check_batch_sizes(data, trainer.mesh)
+  return model_config, data, trainer
 
 
 def trained_task_types(mixture: str) -> list[str]:
