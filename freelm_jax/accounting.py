@@ -4,7 +4,7 @@ Imports nothing (not even JAX): `plan` sets its XLA flags before JAX loads.
 """
 
 SUMMARY_FIELDS = ('num_layers', 'd_model', 'num_heads', 'vocab_size', 'max_len', 'dtype',
-                  'scan_layers', 'remat_policy')
+                  'scan_layers', 'remat_policy', 'attention_impl', 'vocab_pad_multiple')
 
 
 def model_summary(config) -> dict:
@@ -13,11 +13,13 @@ def model_summary(config) -> dict:
 
 
 def flops_per_token(config, decoder_params: int, objective: str,
-                    seq_len: int) -> int:
+                    seq_len: float) -> int:
   """Model FLOPs per token, 6N + 12 L d T (Kaplan et al. 2020; PaLM appendix B).
 
   N is the decoder's matmul parameters, plus the tied embedding as the output
-  projection for the LM step (the teacher step reads only the small head).
+  projection for the LM step (the teacher step reads only the small head),
+  counted at the real vocabulary size (padded rows are not model FLOPs).
+  `seq_len` is the mean attention context (a packed row's mean segment length).
   """
   n = decoder_params + (config.vocab_size * config.d_model if objective == 'lm' else 0)
-  return 6 * n + 12 * config.num_layers * config.d_model * seq_len
+  return int(6 * n + 12 * config.num_layers * config.d_model * seq_len)

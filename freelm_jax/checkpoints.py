@@ -13,6 +13,7 @@ used (the bad one is moved to `<model_dir>/corrupt_checkpoints/`); a
 checkpoint whose shapes differ from the config stops the run naming them.
 """
 
+import contextlib
 import os
 import signal
 import threading
@@ -24,6 +25,8 @@ from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
+from freelm_jax import storage
+
 
 class CheckpointError(ValueError):
   """A checkpoint that cannot be used or written; the message names it."""
@@ -34,16 +37,17 @@ _PENDING: 'weakref.WeakKeyDictionary[ocp.CheckpointManager, int]' = weakref.Weak
 
 
 def check_writable(model_dir: str) -> None:
-  """Creates `model_dir` and probes a write; CheckpointError naming it if not."""
-  probe = os.path.join(model_dir, f'.write_probe.{os.getpid()}')
+  """Creates `model_dir` (local or remote) and probes a write; CheckpointError naming it if not."""
+  directory = storage.resolve(model_dir)
+  probe = directory / f'.write_probe.{os.getpid()}'
   try:
-    os.makedirs(model_dir, exist_ok=True)
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise CheckpointError(
-        f'MODEL_DIR={model_dir!r} is not writable ({e.strerror or e}).') from None
+    directory.mkdir(parents=True, exist_ok=True)
+    probe.write_text('ok')
+    probe.unlink()
+  except Exception as e:  # pylint: disable=broad-except
+    # OSError locally; remote backends raise their own errors (e.g. TF's).
+    reason = getattr(e, 'strerror', None) or ' '.join(str(e).split())[:200] or type(e).__name__
+    raise CheckpointError(f'MODEL_DIR={model_dir!r} is not writable ({reason}).') from None
 
 
 def create_manager(model_dir: str, save_every: int,
@@ -53,7 +57,7 @@ def create_manager(model_dir: str, save_every: int,
       save_interval_steps=max(save_every, 1), max_to_keep=max_to_keep,
       create=True, enable_async_checkpointing=True)
   return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(model_dir), 'checkpoints'),
+      storage.resolve(model_dir) / 'checkpoints',
       options=options,
       item_handlers={'state': ocp.StandardCheckpointHandler(),
                      'run': ocp.JsonCheckpointHandler()})
@@ -95,8 +99,14 @@ def finish(manager: ocp.CheckpointManager) -> None:
 
 
 def _check_committed(manager: ocp.CheckpointManager, step: int) -> None:
-  manager.reload()
-  if step not in manager.all_steps():
+  """Raises CheckpointError unless `step` is committed in storage.
+
+  Checks that step's directory only: `manager.reload()` reads every step's
+  metadata and can race with the primary process deleting old steps.
+  """
+  if not ocp.step.is_path_finalized(manager.directory / str(step)):
+    with contextlib.suppress(Exception):
+      manager.reload()  # forgets the failed step; the error below is the one to report.
     raise CheckpointError(
         f'saving the checkpoint at step {step} in {manager.directory} failed '
         f'(orbax logged the reason above).')
@@ -201,9 +211,9 @@ def restore_newest(manager: ocp.CheckpointManager, abstract_state: Any,
 def _move_aside(manager: ocp.CheckpointManager, step: int, model_dir: str) -> None:
   """Moves a bad step directory out of orbax's way (process 0), then reloads."""
   if jax.process_index() == 0:
-    target = os.path.join(model_dir, 'corrupt_checkpoints', f'{step}.{int(time.time())}')
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    os.rename(os.path.join(str(manager.directory), str(step)), target)
+    corrupt = storage.resolve(model_dir) / 'corrupt_checkpoints'
+    corrupt.mkdir(parents=True, exist_ok=True)
+    (manager.directory / str(step)).rename(corrupt / f'{step}.{int(time.time())}')
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(f'corrupt_checkpoint_{step}')

@@ -10,7 +10,6 @@ read first; --gin_file files are layered on top (e.g. gin/eval/glue_paper.gin).
 """
 
 import dataclasses
-import os
 import sys
 
 from absl import app
@@ -57,12 +56,13 @@ def main(argv):
   gin_utils.quiet_library_logs()
   # pylint: disable=g-import-not-at-top
   from freelm_jax import evaluation
+  from freelm_jax import storage
   from freelm_jax import train_lib  # registers the gin configurables
   del train_lib
   # The model_dir's operative config, then --gin_file layers on top of it
   # (e.g. gin/eval/glue_paper.gin).
-  config = os.path.join(FLAGS.model_dir, 'config.gin')
-  gin_files = ([config] if os.path.isfile(config) or not FLAGS.gin_file else []) + FLAGS.gin_file
+  config = storage.resolve(FLAGS.model_dir) / 'config.gin'
+  gin_files = ([str(config)] if config.exists() or not FLAGS.gin_file else []) + FLAGS.gin_file
 
   def run():
     gin_utils.initialize_distributed()

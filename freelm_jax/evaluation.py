@@ -1,6 +1,11 @@
 """Zero-shot evaluation: score every candidate proposition, predict the label
 whose proposition is most probably true. No fine-tuning.
 
+Templates: by default each candidate label is scored with the template drawn
+for the example (`templates='drawn'`, as in training); `templates='average'`
+scores every template of every label and averages P(true) over a label's
+templates before the argmax (gin: `evaluation.evaluate.templates`).
+
 Each task reports its metrics (`TeacherTask.metrics`, GLUE's per task) through
 t5's metric functions, on a 0-1 scale: `accuracy`; `f1` (of label 1, as GLUE
 does for MRPC and QQP); `matthews` (CoLA); `pearson` and `spearman` between the
@@ -11,6 +16,7 @@ candidates (STS-B: P("same meaning") / (P("same meaning") + P("different"))).
 import collections
 from typing import Callable, Iterable, Optional, Sequence
 
+import gin
 import numpy as np
 from t5.evaluation import metrics as t5_metrics
 import tabulate
@@ -23,21 +29,26 @@ ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (tokens, lengths) ->
 
 
 def predict(score: ScoreFn, batches: Iterable[tuple[str, dict]]) -> dict[str, dict]:
-  """task -> {'labels', 'predicted', 'gold_scores', 'p_true' [examples, candidates]}."""
-  scores = collections.defaultdict(lambda: collections.defaultdict(dict))
+  """task -> {'labels', 'predicted', 'gold_scores', 'p_true' [examples, candidates]}.
+
+  A candidate scored with several templates gets their mean P(true).
+  """
+  scores = collections.defaultdict(
+      lambda: collections.defaultdict(lambda: collections.defaultdict(list)))
   labels = collections.defaultdict(dict)
   gold = collections.defaultdict(dict)
   for task, batch in batches:
     p_true = np.asarray(score(batch['tokens'], batch['lengths']))
     for i in np.flatnonzero(batch['weights'] > 0):
       example = int(batch['example_id'][i])
-      scores[task][example][int(batch['candidate'][i])] = float(p_true[i])
+      scores[task][example][int(batch['candidate'][i])].append(float(p_true[i]))
       labels[task][example] = int(batch['label'][i])
       gold[task][example] = float(batch['score'][i])
   out = {}
   for task, by_example in scores.items():
     examples = sorted(by_example)
-    p_true = np.array([[by_example[e][c] for c in sorted(by_example[e])] for e in examples])
+    p_true = np.array([[np.mean(by_example[e][c]) for c in sorted(by_example[e])]
+                       for e in examples])
     out[task] = {'labels': [labels[task][e] for e in examples],
                  'predicted': [int(np.argmax(p)) for p in p_true],
                  'gold_scores': [gold[task][e] for e in examples], 'p_true': p_true}
@@ -79,21 +90,40 @@ def shortcut_baseline(task: str, split: str) -> Optional[float]:
       list(info.examples('train')), list(info.examples(split)))
 
 
+TEMPLATES = ('drawn', 'average')
+
+
+# gin's `evaluation.evaluate.*` settings. Not `evaluate` itself: gin would
+# append "In call to configurable ..." to every error raised while it runs,
+# and the CLIs print a data error as one clean line.
+@gin.configurable('evaluate', module='evaluation')
+def _settings(templates: str = 'drawn') -> dict:
+  return dict(templates=templates)
+
+
 def evaluate(score: ScoreFn, task_names: Sequence[str], split: str, seq_len: int,
              batch_size: int, trained_task_types: Sequence[str],
              modules: Sequence[str] = (), task_types: Optional[Sequence[str]] = None,
-             max_examples: Optional[int] = None) -> list[dict]:
+             max_examples: Optional[int] = None,
+             templates: Optional[str] = None) -> list[dict]:
   """One eval row per task: accuracy (plus the task's other metrics),
   num_examples, seen, baseline_accuracy.
 
   `task_types`: the task-type id order (a checkpoint's); `max_examples`: score
-  only each task's first examples.
+  only each task's first examples; `templates`: 'drawn' (each label with the
+  example's drawn template) or 'average' (every template, P(true) averaged
+  per label); default: gin's `evaluation.evaluate.templates`, else 'drawn'.
   """
+  templates = templates or _settings()['templates']
+  if templates not in TEMPLATES:
+    raise ValueError(f'evaluation.evaluate.templates = {templates!r}: expected one of '
+                     f'{", ".join(map(repr, TEMPLATES))}.')
   with prefetch.ProcessIterator(
       'freelm_jax.input_pipeline.eval_batches',
       dict(names=list(task_names), seq_len=seq_len, batch_size=batch_size,
            split=split, task_types=None if task_types is None else list(task_types),
-           max_examples=max_examples), modules) as batches:
+           max_examples=max_examples, every_template=templates == 'average'),
+      modules) as batches:
     predictions = predict(score, batches)
   rows = []
   for name in task_names:

@@ -15,6 +15,8 @@ from absl import flags
 from absl import logging
 import gin
 
+from freelm_jax import storage
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_DIR = os.path.join(REPO_ROOT, 'gin')
 
@@ -83,8 +85,20 @@ def import_modules(modules: Sequence[str]) -> None:
       raise ConfigError(f'--module_import={module}: {type(e).__name__}: {e}') from e
 
 
+def _is_remote_file(path: str) -> bool:
+  return storage.is_remote(path) and storage.resolve(path).exists()
+
+
+# gin reads remote files (a gs:// model_dir's config.gin) through etils.epath.
+gin.config.register_file_reader(lambda path: storage.resolve(path).open(), _is_remote_file)
+
+
 def _resolve(path: str) -> str:
-  """A gin file as given, else relative to the repository root."""
+  """A gin file as given (local or remote), else relative to the repository root."""
+  if storage.is_remote(path):
+    if _is_remote_file(path):
+      return path
+    raise ConfigError(f'--gin_file={path}: no such file.')
   for candidate in (path, os.path.join(REPO_ROOT, path)):
     if os.path.isfile(candidate):
       return candidate

@@ -90,16 +90,15 @@ def lm_batches(name: str, seq_len: int, batch_size: int, seed: int,
       state_dir, fingerprint, snapshot_every, keep_snapshots))
 
 
-def _proposition_features(seq_len: int, pad_id: int, task_type_ids: tf.Tensor):
-  """Pads `targets` to `seq_len` as `tokens`; adds `lengths` and `weights`;
-  maps `task_type` through `task_type_ids`."""
+def _proposition_features(task_type_ids: tf.Tensor):
+  """Model features of propositions (one or a batch; `targets` come padded):
+  `tokens`, `lengths`, `weights`, and `task_type` mapped through `task_type_ids`."""
 
   def convert(ex):
-    targets = ex.pop('targets')
-    length = tf.size(targets)
-    tokens = tf.pad(targets, [[0, seq_len - length]], constant_values=pad_id)
-    return dict(ex, tokens=tf.ensure_shape(tokens, [seq_len]),
-                lengths=tf.cast(length, tf.int32), weights=tf.constant(1.0),
+    ex = dict(ex)
+    tokens, lengths = ex.pop('targets'), ex.pop('length')
+    return dict(ex, tokens=tokens, lengths=lengths,
+                weights=tf.ones_like(lengths, tf.float32),
                 task_type=tf.gather(task_type_ids, ex['task_type']))
 
   return convert
@@ -116,18 +115,28 @@ def task_type_remap(recorded: Optional[Sequence[str]]) -> list[int]:
 def teacher_dataset(name: str, seq_len: int, split: str, shuffle: bool,
                     seed: Optional[int], num_epochs: Optional[int],
                     shard_index: int = 0, num_shards: int = 1,
-                    task_types: Optional[Sequence[str]] = None) -> tf.data.Dataset:
-  """Unbatched propositions of a teacher task or mixture, model features.
+                    task_types: Optional[Sequence[str]] = None,
+                    batch_size: Optional[int] = None,
+                    every_template: bool = False) -> tf.data.Dataset:
+  """Propositions of a teacher task or mixture, model features.
 
   `task_types`: the task-type id order to use (e.g. a checkpoint's).
+  `batch_size`: batches of that many (the remainder dropped), with the
+  features made once per batch; else single propositions.
+  `every_template`: every template of every label, once, in order (a task's
+  split for evaluation; the other reading arguments are then unused).
   """
-  provider = seqio.get_mixture_or_task(name)
-  ds = provider.get_dataset(  # propositions are already fitted to seq_len
-      sequence_length={'targets': seq_len}, split=split, shuffle=shuffle,
-      seed=seed, num_epochs=num_epochs, trim_output_features=False,
-      shard_info=_shard_info(shard_index, num_shards), use_cached=False)
+  if every_template:
+    ds = tasks.propositions.every_template_dataset(name, split, seq_len)
+  else:
+    ds = seqio.get_mixture_or_task(name).get_dataset(  # fitted to seq_len, padded
+        sequence_length={'targets': seq_len}, split=split, shuffle=shuffle,
+        seed=seed, num_epochs=num_epochs, trim_output_features=False,
+        shard_info=_shard_info(shard_index, num_shards), use_cached=False)
+  if batch_size:
+    ds = ds.batch(batch_size, drop_remainder=True)
   remap = tf.constant(task_type_remap(task_types), tf.int32)
-  return ds.map(_proposition_features(seq_len, _vocabulary(name).pad_id, remap))
+  return ds.map(_proposition_features(remap))
 
 
 def teacher_batches(name: str, seq_len: int, batch_size: int, seed: int,
@@ -142,10 +151,9 @@ def teacher_batches(name: str, seq_len: int, batch_size: int, seed: int,
   """
   ds = teacher_dataset(name, seq_len, split, shuffle=True, seed=seed, num_epochs=None,
                        shard_index=shard_index, num_shards=num_shards,
-                       task_types=task_types)
+                       task_types=task_types, batch_size=batch_size)
   ds = ds.map(lambda ex: {k: ex[k] for k in
                           ('tokens', 'lengths', 'truth', 'task_type', 'weights')})
-  ds = ds.batch(batch_size, drop_remainder=True)
   fingerprint = (name, seq_len, batch_size, seed, split, shard_index, num_shards,
                  list(task_types or []))
   return resumable_batches(ds, skip_batches, IteratorSnapshots.create(
@@ -251,16 +259,18 @@ def resumable_batches(ds: tf.data.Dataset, skip_batches: int,
 
 def eval_batches(names: Sequence[str], seq_len: int, batch_size: int, split: str,
                  task_types: Optional[Sequence[str]] = None,
-                 max_examples: Optional[int] = None) -> Iterator[tuple[str, dict]]:
+                 max_examples: Optional[int] = None,
+                 every_template: bool = False) -> Iterator[tuple[str, dict]]:
   """(task, batch) for every proposition of each task's split once, in order.
 
   The last batch of a task is padded with rows of weight 0, so every batch
   has `batch_size` rows (one compiled scoring function). `max_examples`
-  scores only each task's first examples.
+  scores only each task's first examples; `every_template`: each label with
+  every template, not the drawn one.
   """
   for name in names:
     ds = teacher_dataset(name, seq_len, split, shuffle=False, seed=None, num_epochs=1,
-                         task_types=task_types)
+                         task_types=task_types, every_template=every_template)
     if max_examples is not None:
       ds = ds.take_while(lambda ex: ex["example_id"] < max_examples)
     for batch in ds.batch(batch_size).prefetch(2).as_numpy_iterator():

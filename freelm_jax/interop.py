@@ -26,6 +26,7 @@ from absl import logging
 import numpy as np
 
 from freelm_jax import network
+from freelm_jax import storage
 
 Params = dict[str, Any]
 TOKENIZER_FILES = ('vocab.json', 'merges.txt', 'tokenizer.json')
@@ -50,12 +51,14 @@ class Checkpoint:
 
 
 def is_model_dir(path: str) -> bool:
-  return os.path.isdir(os.path.join(path, 'checkpoints'))
+  """Whether `path` (local or remote, e.g. gs://) is one of our model_dirs."""
+  return (storage.resolve(path) / 'checkpoints').is_dir()
 
 
 def load(path: str, step: Optional[int] = None) -> Checkpoint:
-  """Loads our model_dir (newest or `step`), an HF GPT-2 or a FreeLM directory."""
-  if not os.path.isdir(path):
+  """Loads our model_dir (newest or `step`; local or remote), an HF GPT-2 or a
+  FreeLM directory (local)."""
+  if not storage.resolve(path).is_dir():
     raise CheckpointError(f'{path}: no such directory.')
   if is_model_dir(path):
     config, params = load_model_dir(path, step)
@@ -163,8 +166,9 @@ def params_from_hf(tensors: Mapping[str, np.ndarray], config: network.ModelConfi
     head = take('mtc_head.weight', (len(config.head_labels), D, config.max_labels))
   else:
     head = np.zeros((len(config.head_labels), D, config.max_labels), np.float32)
+  padding = config.padded_vocab_size - config.vocab_size  # rows the model masks
   params = {
-      'wte': {'embedding': wte},
+      'wte': {'embedding': np.pad(wte, ((0, padding), (0, 0)))},
       'wpe': {'embedding': take('wpe.weight', (config.max_len, D))},
       'head': head,
       'decoder': {
@@ -198,11 +202,12 @@ def params_to_hf(params: Params, config: network.ModelConfig) -> dict[str, np.nd
   params = scanned(to_numpy(params), config.num_layers)
   D = config.d_model
   layers = params['decoder']['layers']
-  out = {'transformer.wte.weight': params['wte']['embedding'],
+  wte = params['wte']['embedding'][:config.vocab_size]  # without padded rows
+  out = {'transformer.wte.weight': wte,
          'transformer.wpe.weight': params['wpe']['embedding'],
          'transformer.ln_f.weight': params['decoder']['ln_f']['scale'],
          'transformer.ln_f.bias': params['decoder']['ln_f']['bias'],
-         'lm_head.weight': params['wte']['embedding'],
+         'lm_head.weight': wte,
          'mtc_head.weight': params['head']}
   for i in range(config.num_layers):
     layer = _index(layers, i)
@@ -349,11 +354,11 @@ def _fit_tree(source: Any, target: Any, name: str) -> Any:
 
 def checkpoint_steps(model_dir: str) -> list[int]:
   """Committed checkpoint steps in a model_dir, ascending."""
-  root = os.path.join(model_dir, 'checkpoints')
-  if not os.path.isdir(root):
+  root = storage.resolve(model_dir) / 'checkpoints'
+  if not root.is_dir():
     return []
-  return sorted(int(d) for d in os.listdir(root)
-                if d.isdigit() and os.path.isdir(os.path.join(root, d, 'state')))
+  return sorted(int(d.name) for d in root.iterdir()
+                if d.name.isdigit() and (d / 'state').is_dir())
 
 
 def load_model_dir(model_dir: str, step: Optional[int] = None
@@ -361,16 +366,15 @@ def load_model_dir(model_dir: str, step: Optional[int] = None
   """(ModelConfig from config.gin, numpy params of step `step` or the newest)."""
   import jax  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  config = model_config_from_gin(os.path.join(model_dir, 'config.gin'))
+  config = model_config_from_gin(str(storage.resolve(model_dir) / 'config.gin'))
   steps = checkpoint_steps(model_dir)
   if not steps:
     raise CheckpointError(f'{model_dir}: no checkpoint in checkpoints/.')
   step = steps[-1] if step is None else step
   if step not in steps:
     raise CheckpointError(f'{model_dir}: no checkpoint at step {step}; steps: {steps}.')
-  path = os.path.join(os.path.abspath(model_dir), 'checkpoints', str(step), 'state')
-  from etils import epath  # pylint: disable=g-import-not-at-top
-  tree = ocp.PyTreeCheckpointHandler().metadata(epath.Path(path)).tree
+  path = storage.resolve(model_dir) / 'checkpoints' / str(step) / 'state'
+  tree = ocp.PyTreeCheckpointHandler().metadata(path).tree
   item = {'params': jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype),
                                  tree['params'])}
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
@@ -404,10 +408,10 @@ def model_config_from_gin(path: str) -> network.ModelConfig:
   the file names, and leaves the global gin config alone.
   """
   from gin import config_parser  # pylint: disable=g-import-not-at-top
-  if not os.path.isfile(path):
+  if not storage.resolve(path).is_file():
     raise CheckpointError(f'{path}: no such file (the model_dir\'s operative config).')
   macros, bindings = {}, {}
-  with open(path) as f:
+  with storage.resolve(path).open() as f:
     for statement in config_parser.ConfigParser(f, _Delegate()):
       if not isinstance(statement, config_parser.BindingStatement) or statement.scope:
         continue

@@ -8,7 +8,10 @@ Batches are dicts of arrays:
   language: `tokens`, `targets`, `positions`, `segment_ids`, `weights` [B, T]
     (packed rows; `weights` is 0 on padding).
   teacher: `tokens` [B, T] (right-padded propositions ending in `[cls]`),
-    `lengths`, `truth` (0 false / 1 true), `task_type`, `weights` [B].
+    `lengths`, `truth` (0 false / 1 true), `task_type`, `weights` [B];
+    or packed (several propositions per row, `packing.py`): `tokens`,
+    `positions`, `segment_ids` [B, T] and `cls_index`, `truth`, `task_type`,
+    `weights` [B, K] (K propositions per row at most; unused slots weigh 0).
 """
 
 import dataclasses
@@ -45,19 +48,24 @@ def _weighted_mean(values: Array, weights: Array) -> Array:
 
 @dataclasses.dataclass(frozen=True)
 class LanguageObjective:
-  """Next-token cross-entropy; padding and packed-segment boundaries masked."""
+  """Next-token cross-entropy; padding and packed-segment boundaries masked.
 
+  With `logits_chunk` > 0 the loss runs over chunks of that many positions
+  (it must divide the sequence length), each rematerialised in the backward
+  pass: only one chunk's [B, chunk, V] logits exist at a time, instead of the
+  whole batch's (in the compute dtype plus a float32 copy). A batch without
+  `segment_ids` is one segment per row.
+  """
+
+  logits_chunk: int = 0
   name: str = 'lm'
 
   def loss(self, module, params, batch):
-    logits_BTV = module.apply(
-        {'params': params}, batch['tokens'], batch['positions'],
-        batch['segment_ids'], method=_lm_forward)
-    logits_BTV = logits_BTV.astype(jnp.float32)
-    losses_BT = optax.softmax_cross_entropy_with_integer_labels(
-        logits_BTV, batch['targets'])
+    hidden_BTD = module.apply({'params': params}, batch['tokens'], batch['positions'],
+                              batch.get('segment_ids'))
     weights_BT = batch['weights'].astype(jnp.float32)
-    correct_BT = jnp.argmax(logits_BTV, -1) == batch['targets']
+    losses_BT, correct_BT = _lm_losses(
+        module, params, hidden_BTD, batch['targets'], self.logits_chunk)
     loss = _weighted_mean(losses_BT, weights_BT)
     return loss, {'loss': loss,
                   'accuracy': _weighted_mean(correct_BT, weights_BT)}
@@ -66,8 +74,35 @@ class LanguageObjective:
     return jnp.sum(batch['weights'])
 
 
-def _lm_forward(module: network.FreeLM, tokens, positions, segment_ids):
-  return module.lm_logits(module(tokens, positions, segment_ids))
+def _token_losses(module, params, hidden_BTD, targets_BT) -> tuple[Array, Array]:
+  """Per-token cross-entropy and correctness; log-softmax in float32."""
+  logits_BTV = module.apply({'params': params}, hidden_BTD,
+                            method=network.FreeLM.lm_logits).astype(jnp.float32)
+  losses_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, targets_BT)
+  return losses_BT, jnp.argmax(logits_BTV, -1) == targets_BT
+
+
+def _lm_losses(module, params, hidden_BTD, targets_BT, chunk: int) -> tuple[Array, Array]:
+  """`_token_losses` whole, or scanned over rematerialised sequence chunks."""
+  B, T, D = hidden_BTD.shape
+  if not chunk or chunk >= T:
+    return _token_losses(module, params, hidden_BTD, targets_BT)
+  if T % chunk:
+    raise ValueError(f'LanguageObjective.logits_chunk={chunk} must divide the '
+                     f'sequence length {T}')
+  n = T // chunk
+  hidden_NBCD = hidden_BTD.reshape(B, n, chunk, D).swapaxes(0, 1)
+  targets_NBC = targets_BT.reshape(B, n, chunk).swapaxes(0, 1)
+
+  @jax.checkpoint
+  def chunk_losses(params, hidden_BCD, targets_BC):
+    return _token_losses(module, params, hidden_BCD, targets_BC)
+
+  _, (losses_NBC, correct_NBC) = jax.lax.scan(
+      lambda carry, xs: (carry, chunk_losses(params, *xs)), None,
+      (hidden_NBCD, targets_NBC))
+  return (losses_NBC.swapaxes(0, 1).reshape(B, T),
+          correct_NBC.swapaxes(0, 1).reshape(B, T))
 
 
 def _cls_forward(module: network.FreeLM, tokens, lengths):
@@ -77,6 +112,19 @@ def _cls_forward(module: network.FreeLM, tokens, lengths):
   hidden_BD = jnp.take_along_axis(
       hidden_BTD, cls_index_B[:, None, None], axis=1)[:, 0]
   return module.head_logits(hidden_BD)
+
+
+def _packed_cls_forward(module: network.FreeLM, tokens, positions, segment_ids,
+                        cls_index):
+  """Head logits at every packed proposition's `[cls]`, [B, K, heads, L]."""
+  hidden_BTD = module(tokens, positions, segment_ids)
+  hidden_BKD = jnp.take_along_axis(hidden_BTD, cls_index[:, :, None], axis=1)
+  B, K, D = hidden_BKD.shape
+  return module.head_logits(hidden_BKD.reshape(B * K, D)).reshape(B, K, *_tail(module))
+
+
+def _tail(module) -> tuple:
+  return (len(module.config.head_labels), module.config.max_labels)
 
 
 def head_logits_at_cls(module, params, tokens, lengths) -> Array:
@@ -105,7 +153,14 @@ class TeacherObjective:
   name: str = 'teacher'
 
   def loss(self, module, params, batch):
-    logits = head_logits_at_cls(module, params, batch['tokens'], batch['lengths'])
+    if 'cls_index' in batch:  # packed: [B, K] propositions, flattened.
+      logits = module.apply({'params': params}, batch['tokens'], batch['positions'],
+                            batch['segment_ids'], batch['cls_index'],
+                            method=_packed_cls_forward).astype(jnp.float32)
+      logits = logits.reshape(-1, *logits.shape[2:])
+      batch = {k: batch[k].reshape(-1) for k in ('truth', 'task_type', 'weights')}
+    else:
+      logits = head_logits_at_cls(module, params, batch['tokens'], batch['lengths'])
     truth_logits = logits[:, TRUTH_HEAD, :2]
     type_logits = _masked_logits(
         logits[:, TASK_TYPE_HEAD], module.config.head_labels[TASK_TYPE_HEAD])
@@ -121,4 +176,6 @@ class TeacherObjective:
                   'task_type_loss': type_loss, 'accuracy': accuracy}
 
   def num_tokens(self, batch):
+    if 'cls_index' in batch:
+      return jnp.sum(batch['segment_ids'] > 0)
     return jnp.sum(batch['lengths'] * batch['weights'])

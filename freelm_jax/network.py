@@ -36,6 +36,27 @@ class ModelConfig:
   scan_layers: bool = True
   remat_policy: str = 'none'  # 'none', 'full' or a jax.checkpoint_policies name.
   init_std: float = 0.02
+  # 'xla' (any backend) or 'cudnn' (cuDNN's fused kernel: NVIDIA GPU, bf16/fp16).
+  attention_impl: str = 'xla'
+  # Embedding rows are padded to a multiple of this (128 suits GPU matmuls);
+  # the padded rows' logits are masked, so they are never predicted.
+  vocab_pad_multiple: int = 1
+
+  def __post_init__(self):
+    if self.attention_impl not in ('xla', 'cudnn'):
+      raise ValueError(f"ModelConfig.attention_impl must be 'xla' or 'cudnn', "
+                       f'not {self.attention_impl!r}')
+    if self.attention_impl == 'cudnn' and self.dtype not in ('bfloat16', 'float16'):
+      raise ValueError("ModelConfig.attention_impl='cudnn' needs dtype 'bfloat16' or "
+                       f"'float16', not {self.dtype!r}")
+    if self.vocab_pad_multiple < 1:
+      raise ValueError('ModelConfig.vocab_pad_multiple must be >= 1, '
+                       f'not {self.vocab_pad_multiple}')
+
+  @property
+  def padded_vocab_size(self) -> int:
+    """Embedding rows: vocab_size rounded up to vocab_pad_multiple."""
+    return -(-self.vocab_size // self.vocab_pad_multiple) * self.vocab_pad_multiple
 
   @property
   def mlp_features(self) -> int:
@@ -72,8 +93,22 @@ def attention_mask(segment_ids: Array) -> Array:
   """Causal mask restricted to tokens of the same packed segment: [B,1,T,S]."""
   T = segment_ids.shape[-1]
   causal_TS = jnp.tril(jnp.ones((T, T), dtype=bool))
-  same_BTS = segment_ids[:, :, None] == segment_ids[:, None, :]
-  return (causal_TS[None] & same_BTS)[:, None]
+  return causal_TS[None, None] & segment_mask(segment_ids)
+
+
+def segment_mask(segment_ids: Array) -> Array:
+  """True where query and key are in the same packed segment: [B,1,T,S]."""
+  return (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
+
+
+def _cudnn_attention(q_BTHK: Array, k_BSHK: Array, v_BSHK: Array,
+                     mask_B1TS: Optional[Array]) -> Array:
+  """cuDNN's fused causal attention; a packed-segment mask goes in as a bias."""
+  if jax.default_backend() != 'gpu':
+    raise ValueError("ModelConfig.attention_impl='cudnn' needs an NVIDIA GPU; this "
+                     f"backend is {jax.default_backend()!r}: use attention_impl='xla'")
+  return jax.nn.dot_product_attention(q_BTHK, k_BSHK, v_BSHK, mask=mask_B1TS,
+                                      is_causal=True, implementation='cudnn')
 
 
 class DenseGeneral(nn.Module):
@@ -144,8 +179,11 @@ class Attention(nn.Module):
         q_BTHK, ('activation_batch', 'activation_length', 'activation_heads', 'activation_kv'))
     if self.decode:
       k_BSHK, v_BSHK, mask_B1TS = _update_cache(self, k_BSHK, v_BSHK)
-    out_BTHK = jax.nn.dot_product_attention(
-        q_BTHK, k_BSHK, v_BSHK, mask=mask_B1TS)
+    if cfg.attention_impl == 'cudnn' and not self.decode:
+      out_BTHK = _cudnn_attention(q_BTHK, k_BSHK, v_BSHK, mask_B1TS)
+    else:
+      out_BTHK = jax.nn.dot_product_attention(
+          q_BTHK, k_BSHK, v_BSHK, mask=mask_B1TS, implementation='xla')
     return DenseGeneral((cfg.d_model,), ('heads', 'kv', 'embed'),
                         _residual_std(cfg), cfg.compute_dtype, name='out')(out_BTHK)
 
@@ -237,7 +275,7 @@ class FreeLM(nn.Module):
   def setup(self):
     cfg = self.config
     self.wte = nn.Embed(
-        cfg.vocab_size, cfg.d_model, dtype=cfg.compute_dtype,
+        cfg.padded_vocab_size, cfg.d_model, dtype=cfg.compute_dtype,
         embedding_init=_init(cfg.init_std, 'vocab', 'embed'))
     self.wpe = nn.Embed(
         cfg.max_len, cfg.d_model, dtype=cfg.compute_dtype,
@@ -254,17 +292,33 @@ class FreeLM(nn.Module):
     if positions_BT is None:
       positions_BT = jnp.broadcast_to(
           jnp.arange(tokens_BT.shape[-1]), tokens_BT.shape)
-    if segment_ids_BT is None:
-      segment_ids_BT = jnp.ones_like(tokens_BT)
     x_BTD = self.wte(tokens_BT) + self.wpe(positions_BT)
     x_BTD = nn.with_logical_constraint(
         x_BTD, ('activation_batch', 'activation_length', 'activation_embed'))
-    mask_B1TS = None if self.decode else attention_mask(segment_ids_BT)
-    return self.decoder(x_BTD, mask_B1TS)
+    return self.decoder(x_BTD, self._mask(tokens_BT, segment_ids_BT))
+
+  def _mask(self, tokens_BT: Array, segment_ids_BT: Optional[Array]) -> Optional[Array]:
+    """The attention mask; with cuDNN only the segments' (it applies causality)."""
+    if self.decode:
+      return None
+    if self.config.attention_impl == 'cudnn':
+      return None if segment_ids_BT is None else segment_mask(segment_ids_BT)
+    if segment_ids_BT is None:
+      segment_ids_BT = jnp.ones_like(tokens_BT)
+    return attention_mask(segment_ids_BT)
 
   def lm_logits(self, hidden_BTD: Array) -> Array:
-    """Next-token logits through the tied embedding, [B, T, V]."""
-    return self.wte.attend(hidden_BTD)
+    """Next-token logits through the tied embedding, [B, T, padded V].
+
+    Columns of padded vocabulary rows hold the dtype's lowest value, so
+    softmax, argmax and sampling never pick them.
+    """
+    logits_BTV = self.wte.attend(hidden_BTD)
+    cfg = self.config
+    if cfg.padded_vocab_size == cfg.vocab_size:
+      return logits_BTV
+    real_V = jnp.arange(cfg.padded_vocab_size) < cfg.vocab_size
+    return jnp.where(real_V, logits_BTV, jnp.finfo(logits_BTV.dtype).min)
 
   def head_logits(self, hidden_BD: Array) -> Array:
     """All teacher heads' logits for one hidden state per row, [B, heads, L]."""

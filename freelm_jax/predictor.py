@@ -241,7 +241,7 @@ def _as_mapping(propositions) -> Mapping:
 def _lm_logits(module, params, tokens):
   logits = module.apply({'params': params}, tokens,
                         method=lambda m, t: m.lm_logits(m(t)))
-  return logits.astype(jnp.float32)
+  return logits[..., :module.config.vocab_size].astype(jnp.float32)  # no padded rows
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -28,6 +28,7 @@ from freelm_jax import models
 from freelm_jax import network
 from freelm_jax import partitioning
 from freelm_jax import prefetch
+from freelm_jax import storage
 from freelm_jax import trainer as trainer_lib
 # `tasks`, `evaluation` and `metrics` import TensorFlow: they are imported where
 # used, so that `plan.py` reads this module's gin configurables without it.
@@ -36,6 +37,7 @@ from freelm_jax import trainer as trainer_lib
 # Gin-configured constructors (the library modules themselves know no gin).
 ModelConfig = gin.external_configurable(network.ModelConfig, module='network')
 TeacherObjective = gin.external_configurable(models.TeacherObjective, module='models')
+LanguageObjective = gin.external_configurable(models.LanguageObjective, module='models')
 create_optimizer = gin.external_configurable(trainer_lib.create_optimizer, module='trainer')
 
 
@@ -73,7 +75,7 @@ def build_trainer(model_config: network.ModelConfig, mesh_config: MeshConfig,
   """The Trainer for a model, mesh and optimizer."""
   optimizer, schedule = optimizer_factory(total_steps=train_steps)
   mesh = partitioning.create_mesh(mesh_config.data, mesh_config.fsdp, mesh_config.tensor)
-  objectives = {'lm': models.LanguageObjective(), 'teacher': teacher_objective}
+  objectives = {'lm': LanguageObjective(), 'teacher': teacher_objective}
   return trainer_lib.Trainer(network.FreeLM(model_config), optimizer, schedule,
                              objectives, mesh, skip_nonfinite=skip_nonfinite)
 
@@ -270,8 +272,7 @@ class _Meter:
 
 def _write_config(model_dir: str) -> None:
   if jax.process_index() == 0:
-    with open(os.path.join(model_dir, 'config.gin'), 'w') as f:
-      f.write(gin.config_str())
+    (storage.resolve(model_dir) / 'config.gin').write_text(gin.config_str())
 
 
 @gin.configurable(module='train_lib')

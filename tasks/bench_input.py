@@ -7,7 +7,8 @@ Prints one JSON object. The LM stream is the real pipeline
 (`input_pipeline.lm_dataset`: read, tokenize, split, pack, pad/weights) over
 documents of about 2,000 characters (WordNet glosses and examples joined; web
 documents are of that order); the teacher stream is `teacher_dataset` over
-the local GLUE files (every task's validation split, mixed). Per core: the
+the local GLUE files (every task's validation split, mixed with equal rates,
+sampled by `sources.sample_from_datasets` as the GLUE mixtures are). Per core: the
 wall-clock rate divided by the host cores this process may use, and the rate
 per CPU second this process used (equal on an idle machine; the latter is
 not skewed by other processes competing for the cores).
@@ -33,6 +34,7 @@ import tasks  # pylint: disable=unused-import  (hides GPUs from TensorFlow)
 from freelm_jax import input_pipeline
 from tasks import glue
 from tasks import language
+from tasks import sources
 from tasks import vocabulary as vocabulary_lib
 
 
@@ -114,10 +116,11 @@ def main() -> None:
   }
   if os.path.isdir(args.glue_dir):
     names = glue.register_local(args.glue_dir, vocab_dir=vocab_dir, prefix='bench_glue_')
-    seqio.MixtureRegistry.add('bench_glue', names['validation'], default_rate=1.0)
+    seqio.MixtureRegistry.add('bench_glue', names['validation'], default_rate=1.0,
+                              sample_fn=sources.sample_from_datasets)
     teacher = input_pipeline.teacher_dataset(
         'bench_glue', args.teacher_seq_len, 'validation', shuffle=True, seed=0,
-        num_epochs=None).batch(256).prefetch(4)
+        num_epochs=None, batch_size=256).prefetch(4)
     rate = _rate(teacher, args.seconds, lambda b: len(b['tokens']))
     result.update({
         'teacher_tasks': names['validation'], 'teacher_seq_len': args.teacher_seq_len,

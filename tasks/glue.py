@@ -135,7 +135,8 @@ def _mixture(name: str, task_names: Sequence[str], cap: Optional[int]) -> str:
     raise ValueError(f'Mixture {name!r}: no task has a train split.')
   if name not in seqio.MixtureRegistry.names():
     rate = functools.partial(seqio.mixing_rate_num_examples, maximum=cap)
-    seqio.MixtureRegistry.add(name, [(t, rate) for t in task_names])
+    seqio.MixtureRegistry.add(name, [(t, rate) for t in task_names],
+                              sample_fn=sources.sample_from_datasets)
   return name
 
 

@@ -8,7 +8,11 @@ and exactly the one for the example's own label is true. `register` turns a
 source plus str.format templates into a seqio Task whose examples are single
 propositions with the features
 
-    targets     int32 [T]  instance tokens, [sep], proposition tokens, [cls]
+    targets     int32 [L]  instance tokens, [sep], proposition tokens, [cls],
+                           padded with the vocabulary's [pad] to the sequence
+                           length L (fixed-size rows: tf.data moves them
+                           cheaply, no per-element padding later)
+    length      int32      how many of them are not padding
     truth       int32      1 if this proposition is the true one
     task_type   int32      id of the task type (for the task-aware head)
     candidate   int32      index of this proposition's label among the labels
@@ -26,6 +30,7 @@ JSONL sources additionally check every row and name file:line on errors.
 """
 
 import dataclasses
+import functools
 import json
 import string
 from typing import Iterator, Mapping, Optional, Sequence, Union
@@ -66,15 +71,19 @@ class TeacherTask:
 
   def fields(self) -> list[str]:
     """Every field a row needs: template fields plus the label field."""
+    return list(self._fields)
+
+  @functools.cached_property
+  def _fields(self) -> tuple[str, ...]:
     names = template_fields(self.instance, self.name)
     for templates in self.propositions.values():
       for template in templates:
         names += template_fields(template, self.name)
-    return list(dict.fromkeys(names + [self.label_field]))
+    return tuple(dict.fromkeys(names + [self.label_field]))
 
   def check_row(self, row: dict, where: str) -> None:
     """Raises DataError naming task, field/label and the row."""
-    for field in self.fields():
+    for field in self._fields:
       if field not in row:
         raise sources.DataError(
             f'{where}: task {self.name!r}: example has no field {field!r} '
@@ -244,7 +253,7 @@ def _output_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
       seqio.PassThroughVocabulary(0), add_eos=False, dtype=dtype, rank=0)
   return {'targets': seqio.Feature(vocabulary, add_eos=False),
           'truth': scalar(tf.int32), 'task_type': scalar(tf.int32),
-          'candidate': scalar(tf.int32), 'label': scalar(tf.int32),
+          'candidate': scalar(tf.int32), 'label': scalar(tf.int32), 'length': scalar(tf.int32),
           'example_id': scalar(tf.int64), 'template': scalar(tf.int32),
           'score': scalar(tf.float32)}
 
@@ -256,11 +265,12 @@ def _jsonl_source(task: TeacherTask) -> seqio.DataSource:
   signature[task.label_field] = tf.TensorSpec(
       [], {int: tf.int64, float: tf.float32, str: tf.string}[label_type])
 
+  fields = task.fields()
+
   def convert(row, where, index):
     del index
     task.check_row(row, where)
-    out = {f: row[f] if isinstance(row[f], str) else json.dumps(row[f])
-           for f in task.fields()}
+    out = {f: row[f] if isinstance(row[f], str) else json.dumps(row[f]) for f in fields}
     out[task.label_field] = row[task.label_field]
     return out
 
@@ -309,32 +319,50 @@ def _ragged_column(value: int, rows: tf.Tensor) -> tf.RaggedTensor:
   return tf.RaggedTensor.from_tensor(tf.fill([rows, 1], tf.constant(value, tf.int32)))
 
 
-def _propositions(task: TeacherTask, vocabulary: seqio.Vocabulary):
-  """Preprocessor: each example -> one proposition per candidate label,
+def _propositions(task: TeacherTask, vocabulary: seqio.Vocabulary,
+                  every_template: bool = False):
+  """Preprocessor: each example -> one proposition per candidate label (its
+  drawn template), or with `every_template` one per template of every label,
 
   `targets` = instance [sep] proposition [cls], fitted to the length: when
   too long, the instance is cut first (from its end), then the proposition;
-  `[sep]` and `[cls]` are always kept. Works on batches of examples;
+  `[sep]` and `[cls]` are always kept; then padded to the length (`length`
+  says how much is real). Works on batches of examples;
   adds `example_id`, the example's position in its (unshuffled) split.
   """
-  count = len(task.labels)
   per_label = list(task.propositions.values())
+  # (candidate, template) of each proposition of an example, with every_template.
+  pairs = [(c, t) for c, templates in enumerate(per_label) for t in range(len(templates))]
+  count = len(pairs) if every_template else len(per_label)
 
-  def expand(example_id, ex, length):
-    ex = dict(ex, example_id=example_id)  # position in the (unshuffled) split
-    rows = tf.shape(example_id)[0]
-    value = ex[task.label_field]
-    label_id = _label_index_tf(task, value, ex['example_id'])
+  def drawn(ex, fill, rows):
+    """[B, count] texts and template ids: each label's drawn template."""
     draw = _template_draw(task, ex['example_id'])
-    fill = lambda template: tf.broadcast_to(_format_tf(template, ex), [rows])
     texts, templates = [], []
     for label_templates in per_label:
       options = tf.stack([fill(t) for t in label_templates], axis=1)  # [B, T]
       choice = tf.cast(draw % len(label_templates), tf.int32)
       texts.append(tf.gather(options, choice, batch_dims=1))
       templates.append(choice)
+    candidates = tf.tile(tf.range(count, dtype=tf.int32)[None], [rows, 1])
+    return tf.stack(texts, axis=1), candidates, tf.stack(templates, axis=1)
+
+  def every(ex, fill, rows):
+    """[B, count] texts, candidates and template ids: every template."""
+    del ex
+    texts = tf.stack([fill(per_label[c][t]) for c, t in pairs], axis=1)
+    tiled = lambda ids: tf.tile(tf.constant([ids], tf.int32), [rows, 1])
+    return texts, tiled([c for c, _ in pairs]), tiled([t for _, t in pairs])
+
+  def expand(example_id, ex, length):
+    ex = dict(ex, example_id=example_id)  # position in the (unshuffled) split
+    rows = tf.shape(example_id)[0]
+    value = ex[task.label_field]
+    label_id = _label_index_tf(task, value, ex['example_id'])
+    fill = lambda template: tf.broadcast_to(_format_tf(template, ex), [rows])
+    texts, candidate, template = (every if every_template else drawn)(ex, fill, rows)
     owner = tf.repeat(tf.range(rows), count)  # proposition -> its example
-    proposition = vocabulary.encode_tf(tf.reshape(tf.stack(texts, axis=1), [-1]))
+    proposition = vocabulary.encode_tf(tf.reshape(texts, [-1]))
     proposition = proposition[:, :length - 2]
     instance = tf.gather(vocabulary.encode_tf(fill(task.instance)), owner)
     room = (length - 2 - proposition.row_lengths())[:, None]
@@ -344,16 +372,17 @@ def _propositions(task: TeacherTask, vocabulary: seqio.Vocabulary):
     targets = tf.concat([tf.cast(instance, tf.int32), _ragged_column(vocabulary.sep_id, total),
                          tf.cast(proposition, tf.int32),
                          _ragged_column(vocabulary.cls_id, total)], axis=1)
-    candidate = tf.tile(tf.range(count, dtype=tf.int32), [rows])
+    candidate = tf.reshape(candidate, [-1])
     label = tf.gather(label_id, owner)
     return {
-        'targets': targets,
+        'targets': targets.to_tensor(vocabulary.pad_id, shape=[None, length]),
+        'length': tf.cast(targets.row_lengths(), tf.int32),
         'truth': tf.cast(candidate == label, tf.int32),
         'candidate': candidate,
         'label': label,
         'task_type': tf.fill([total], tf.constant(task.task_type_id, tf.int32)),
         'example_id': tf.gather(ex['example_id'], owner),
-        'template': tf.reshape(tf.stack(templates, axis=1), [-1]),
+        'template': tf.reshape(template, [-1]),
         'score': tf.gather(_score_tf(value, label_id), owner),
     }
 
@@ -368,3 +397,13 @@ def _propositions(task: TeacherTask, vocabulary: seqio.Vocabulary):
         lambda i, ex: expand(i, ex, length), num_parallel_calls=tf.data.AUTOTUNE).unbatch()
 
   return preprocess
+
+
+def every_template_dataset(name: str, split: str, seq_len: int) -> tf.data.Dataset:
+  """Propositions of every template of every label, per example of a task's
+  split, in order (for evaluation that averages over the templates)."""
+  task = get(name)
+  seqio_task = seqio.get_mixture_or_task(name)
+  vocabulary = seqio_task.output_features['targets'].vocabulary
+  ds = seqio_task.source.get_dataset(split=split, shuffle=False)
+  return _propositions(task, vocabulary, every_template=True)(ds, {'targets': seq_len})

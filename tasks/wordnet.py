@@ -16,6 +16,7 @@ import seqio
 
 from tasks import language
 from tasks import propositions
+from tasks import sources
 from tasks import vocabulary
 
 DATA_DIR = vocabulary.DEMO_DIR
@@ -50,7 +51,8 @@ def _register_all() -> tuple[list[str], list[str]]:
         task_type=spec['task_type'],
         shuffle_buffer_size=SHUFFLE_BUFFER_SIZE)
     (seen if spec['seen'] else unseen).append(name)
-  seqio.MixtureRegistry.add(TEACHER_MIXTURE, seen, default_rate=1.0)
+  seqio.MixtureRegistry.add(TEACHER_MIXTURE, seen, default_rate=1.0,
+                            sample_fn=sources.sample_from_datasets)
   return seen, unseen
 
 

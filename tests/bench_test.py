@@ -52,3 +52,53 @@ def test_bench_names_a_bad_gin_file_in_one_line():
   assert out.returncode != 0 and not out.stdout
   last = out.stderr.strip().splitlines()[-1]
   assert last.startswith('error: ') and 'no_such.gin' in last
+
+
+def test_gpu_script_dry_run_writes_labelled_rows_of_each_variant(tmp_path):
+  env = dict(os.environ, BENCH_DRY='1', OUT=str(tmp_path), PYTHON=sys.executable,
+             XLA_FLAGS='')
+  out = subprocess.run(['bash', 'benchmarks/run_gpu.sh'], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  [results] = tmp_path.glob('*-cpu.jsonl')
+  rows = [json.loads(line) for line in results.read_text().splitlines()]
+  assert [(r['config']['label'], r['objective']) for r in rows] == [
+      ('main', 'lm'), ('main', 'teacher'), ('main', 'parity'), ('no_logits_chunk', 'lm')]
+  main_lm, teacher, _, unchunked = rows
+  assert all(r['device']['platform'] == 'cpu' for r in rows)
+  assert main_lm['config']['logits_chunk'] == 16 and unchunked['config']['logits_chunk'] == 0
+  assert main_lm['config']['model']['vocab_pad_multiple'] == 128
+  # Packed teacher rows: several propositions per 64-token row, real tokens counted.
+  assert teacher['config']['teacher_pack_len'] == 64 and teacher['seq_len'] == 64
+  assert teacher['mean_context'] < 32 and teacher['batch_tokens'] <= teacher['batch_size'] * 64
+  # The chunked cross-entropy never holds the whole batch's logits.
+  assert main_lm['peak_memory_bytes'] < unchunked['peak_memory_bytes']
+
+
+GIN_READER = '''
+import json, sys
+sys.modules['tasks'] = None
+from freelm_jax import gin_utils, train_lib
+gin_utils.parse(['gin/bench/freelm_0.3b_h100.gin'], [], skip_failed_imports=True)
+model, data, lm = train_lib.ModelConfig(), train_lib.DataConfig(), train_lib.LanguageObjective()
+print(json.dumps([model.dtype, model.attention_impl, model.padded_vocab_size, model.num_layers,
+                  data.lm_batch_size, data.lm_seq_len, lm.logits_chunk]))
+'''
+
+
+def test_gpu_bench_config_has_the_peers_shape_and_the_fast_options():
+  out = subprocess.run([sys.executable, '-c', GIN_READER], cwd=REPO, capture_output=True,
+                       text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert json.loads(out.stdout.splitlines()[-1]) == [
+      'bfloat16', 'cudnn', 50304, 24, 16, 1024, 256]
+
+
+def test_cudnn_config_on_cpu_stops_with_one_error_line():
+  out = run_bench('--gin.network.ModelConfig.num_layers=1',
+                  "--gin.network.ModelConfig.dtype='bfloat16'",
+                  "--gin.network.ModelConfig.attention_impl='cudnn'",
+                  command=('-m', 'freelm_jax.bench'))
+  assert out.returncode != 0 and not out.stdout
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: ') and 'needs an NVIDIA GPU' in last

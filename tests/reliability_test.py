@@ -29,7 +29,8 @@ TINY = [
 ]
 
 # Streams whose tf.data iterators can be checkpointed (text lines, in-memory
-# rows), so a resume restores iterator snapshots instead of re-reading.
+# rows), so a resume restores iterator snapshots instead of re-reading, and one
+# that cannot (a Python generator), which resumes by re-reading.
 SNAPSHOT_TASKS = '''
 import os
 import seqio
@@ -46,6 +47,15 @@ _ROWS = {'word': [f'word{i}' for i in range(300)], 'label': [i % 2 for i in rang
 tasks.register(
     'rel_teacher', source=seqio.FunctionDataSource(
         lambda split, shuffle_files, seed=None: tf.data.Dataset.from_tensor_slices(_ROWS),
+        splits=['train']),
+    instance='{word}', propositions={0: '{word} is even.', 1: '{word} is odd.'},
+    label_field='label', task_type='rel_parity', shuffle_buffer_size=100)
+tasks.register(
+    'rel_generator', source=seqio.FunctionDataSource(
+        lambda split, shuffle_files, seed=None: tf.data.Dataset.from_generator(
+            lambda: zip(_ROWS['word'], _ROWS['label']),
+            output_signature=(tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int32))).map(
+                lambda word, label: {'word': word, 'label': label}),
         splits=['train']),
     instance='{word}', propositions={0: '{word} is even.', 1: '{word} is odd.'},
     label_field='label', task_type='rel_parity', shuffle_buffer_size=100)
@@ -127,7 +137,7 @@ def snapshot_tasks(tmp_path_factory):
 
 
 @pytest.mark.parametrize('stream, name', [('lm', 'rel_lm'), ('teacher', 'rel_teacher'),
-                                          ('lm', 'wordnet_lm')])
+                                          ('lm', 'wordnet_lm'), ('teacher', 'rel_generator')])
 def test_input_stream_resumes_at_a_batch_from_its_snapshot(
     snapshot_tasks, tmp_path, monkeypatch, stream, name):
   from freelm_jax import input_pipeline  # pylint: disable=g-import-not-at-top
@@ -150,7 +160,7 @@ def test_input_stream_resumes_at_a_batch_from_its_snapshot(
   resumed = list(itertools.islice(batches(**kwargs, skip_batches=7, **state), 5))
   for got, want in zip(resumed, reference[7:], strict=True):
     assert all(np.array_equal(got[k], want[k]) for k in want)
-  checkpointable = name.startswith('rel_')  # the WordNet JSONL source is not.
+  checkpointable = name != 'rel_generator'  # JSONL (WordNet) is; a generator is not.
   assert restored_counts == [6 if checkpointable else 0]
   done = sorted(f for f in os.listdir(tmp_path / 'iterators') if f.endswith('.done'))
   assert [int(f[:-5].rsplit('-', 1)[1]) for f in done] == ([3, 6, 9] if checkpointable else [])

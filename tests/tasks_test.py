@@ -12,6 +12,7 @@ import tasks
 from freelm_jax import input_pipeline
 from freelm_jax import prefetch
 from tasks import baseline
+from tasks import linear_probe
 from tasks import vocabulary
 
 VOCAB = vocabulary.demo_vocabulary()
@@ -163,3 +164,25 @@ def test_demo_data_is_registered_with_a_held_out_type():
   mixture = seqio.get_mixture_or_task(tasks.wordnet.TEACHER_MIXTURE)
   assert sorted(t.name for t in mixture.tasks) == sorted(tasks.wordnet.SEEN_TASKS)
   assert VOCAB.pad_id == 0 and VOCAB.vocab_size == 8192
+
+
+def _planted_gloss_cue_examples(count, seed):
+  """Two targets, each true exactly half the time; the gloss names the true one's cue."""
+  rng = np.random.default_rng(seed)
+  cues = {'animal': 'fur', 'tool': 'handle'}
+  examples = []
+  for i in range(count):
+    true, false = ('animal', 'tool') if i % 2 else ('tool', 'animal')
+    label = int(rng.integers(2))
+    options = [false, false]
+    options[label] = true
+    examples.append({'word': f'w{rng.integers(10**6)}', 'gloss': f'a thing with {cues[true]}',
+                     'option0': options[0], 'option1': options[1], 'label': label})
+  return examples
+
+
+def test_linear_probe_reads_gloss_pairs_not_balanced_priors():
+  train, held_out = _planted_gloss_cue_examples(200, 0), _planted_gloss_cue_examples(100, 1)
+  _, option_only = linear_probe.probe_accuracy(train, held_out, 'option')
+  _, with_gloss = linear_probe.probe_accuracy(train, held_out, 'gloss_pairs')
+  assert option_only < 0.65 and with_gloss > 0.95
