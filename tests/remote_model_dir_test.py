@@ -104,7 +104,9 @@ def bucket(tmp_path, monkeypatch):
   """The fake gs:// store; the test runs in an empty working directory."""
   fake = LocalBucketBackend(str(tmp_path / 'bucket-root'))
   os.makedirs(fake.local('gs://bucket'))
-  monkeypatch.setenv('EPATH_USE_TF', 'false')  # else epath sends gs:// to tf.io.gfile
+  # Else epath sends gs:// to tf.io.gfile. `_is_tf_installed` is cached at its
+  # first call (any earlier test's), so EPATH_USE_TF alone comes too late.
+  monkeypatch.setattr(gpath, '_is_tf_installed', lambda: False)  # pylint: disable=protected-access
   monkeypatch.setitem(gpath._PREFIX_TO_BACKEND, 'gs', fake)  # pylint: disable=protected-access
   monkeypatch.setattr(gcs_utils, 'get_kvstore_for_gcs',
                       lambda path: {'driver': 'file', 'path': fake.local(path)})
