@@ -1,6 +1,7 @@
 # make setup : create .venv and install everything (idempotent; quick when done)
-# make demo  : train + evaluate FreeLM on the embedded WordNet default (CPU)
+# make demo  : train + evaluate FreeLM on the embedded default (CPU)
 # make test  : run the test suite
+# make compare : parity vs lm_only vs teacher_only, same budget (runs/compare)
 # make bench : step benchmark (JSON lines; tiny config here, any config via gin)
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,7 +14,7 @@ TORCH_VERSION := 2.13.0
 # other indexes; set TORCH_INDEX to a mirror, or empty for pip's defaults.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo compare test bench clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +32,9 @@ $(VENV)/.installed: requirements.txt
 
 demo: setup
 	$(PY) -m freelm_jax.train --gin_file=gin/base.gin --model_dir=$(MODEL_DIR)
+
+compare: setup
+	$(PY) -m freelm_jax.compare --gin_file=gin/base.gin --output_dir=runs/compare $(ARGS)
 
 bench: setup
 	$(PY) -m freelm_jax.bench --gin_file=gin/base.gin

@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# Issue 7's one GPU run: our step benchmark (the 0.3B config, then variants)
-# and the peers (../shared/bench/gpu_peer_baselines.py), back to back on one
-# card. Writes raw JSON lines to $OUT/<date>-<card>.jsonl (ours carry `config`
-# and `device`; the peers' lines get "source": "peer"), and logs to
-# $OUT/<date>-<card>.log. Variants start only while the time budget lasts.
+# The GPU step benchmark: our step benchmark (the 0.3B config, then
+# single-change variants) and, optionally, the peer baselines, back to back on
+# one card. Writes raw JSON lines to OUTPUT_DIR/<date>-<card>.jsonl (ours carry
+# `config` and `device`; the peers' lines get "source": "peer") and logs to
+# OUTPUT_DIR/<date>-<card>.log. Variants start only while the time budget lasts.
 #
-#   bash benchmarks/run_gpu.sh             # on the GPU machine (see BENCHMARKS.md)
-#   BENCH_DRY=1 bash benchmarks/run_gpu.sh # CPU: the tiny config, no peers
+#   bash benchmarks/run_gpu.sh [OUTPUT_DIR]             # on a GPU host (see BENCHMARKS.md)
+#   BENCH_DRY=1 bash benchmarks/run_gpu.sh [OUTPUT_DIR] # CPU: the tiny config, no peers
 #
-# Environment: OUT (default benchmarks/results), PYTHON (default python3),
-# PEER_SCRIPT (default: the first of ../shared/bench/, shared/bench/, .whl/),
+# OUTPUT_DIR: the first argument, else $OUT, else benchmarks/results.
+# Environment: PYTHON (default python3); PEERS (path to a peer script such as
+# gpu_peer_baselines.py, run with --batch 16 --seq 1024 --steps N; unset or
+# missing: the peers are skipped); WHEELS (optional directory of .whl files,
+# e.g. gin-config, installed into a temporary site directory first);
 # BENCH_BUDGET_S (default 400: the whole script ends within about that many
-# seconds; a variant gets what is left, at most 150 s, and none starts under 60 s),
-# BENCH_STEPS (default 10). Wheels in .whl/ (gin-config: the GPU image lacks
-# it) are installed into /tmp/site first.
+# seconds; a variant gets what is left, at most 150 s, and none starts under
+# 60 s); BENCH_STEPS (default 10).
 set -u
+OUT=${1:-${OUT:-}}  # a relative OUTPUT_DIR is relative to the caller's directory
+if [[ -n $OUT ]]; then mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 1; fi
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT=${OUT:-benchmarks/results}
@@ -23,10 +27,12 @@ STEPS=${BENCH_STEPS:-10}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 
-if [[ -z "${BENCH_DRY:-}" ]] && compgen -G ".whl/*.whl" >/dev/null; then
+if [[ -n "${WHEELS:-}" && -z "${BENCH_DRY:-}" ]]; then
+  compgen -G "$WHEELS/*.whl" >/dev/null || { echo "error: WHEELS=$WHEELS holds no .whl file" >&2; exit 1; }
+  SITE=$(mktemp -d)
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || { echo "error: installing .whl/ failed" >&2; exit 1; }
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    --target "$SITE" "$WHEELS"/*.whl || { echo "error: installing $WHEELS/*.whl failed" >&2; exit 1; }
+  export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
 fi
 
 if [[ -n "${BENCH_DRY:-}" ]]; then
@@ -76,13 +82,12 @@ run_ours() {
 }
 
 run_peers() {
-  local script=${PEER_SCRIPT:-}
-  for candidate in ../shared/bench/gpu_peer_baselines.py shared/bench/gpu_peer_baselines.py \
-                   .whl/gpu_peer_baselines.py; do
-    [[ -z $script && -f $candidate ]] && script=$candidate
-  done
+  local script=${PEERS:-}
   if [[ -z $script ]]; then
-    echo '{"source": "peer", "error": "gpu_peer_baselines.py not found"}' >>"$RESULTS"
+    echo "== peers skipped: PEERS is not set" | tee -a "$LOG"
+    return
+  elif [[ ! -f $script ]]; then
+    echo "== peers skipped: PEERS=$script is not a file" | tee -a "$LOG"
     return
   fi
   echo "== peers: $script (t=$((SECONDS - START))s)" | tee -a "$LOG"

@@ -6,7 +6,7 @@ r"""Converts checkpoints between our model_dirs and the Hugging Face GPT-2 layou
 
   # a model_dir (newest checkpoint or --step) -> GPT-2 / FreeLM layout:
   python -m freelm_jax.convert --input=runs/demo --output=/tmp/demo_hf [--to=hf] \
-      [--vocab_dir=tasks/data/wordnet]
+      [--vocab_dir=tasks/data/opinions]
 
 An imported model_dir holds `checkpoints/0` (the train state at step 0: the
 weights and a fresh AdamW state) and a `config.gin` with the network's shape;

@@ -4,18 +4,23 @@ r"""Zero-shot evaluation of a trained FreeLM on teacher tasks.
       [--tasks=a,b] [--split=SPLIT] [--module_import=MODULE]
 
 Scores every candidate proposition of every example and predicts the label
-whose proposition is most probably true; prints a table and appends eval rows
-to the model_dir's metrics.jsonl. The model_dir's operative config.gin is
+whose proposition is most probably true; also the language task's held-out
+loss and perplexity (`LM_EVAL_BATCHES` batches). Prints the tables and appends
+eval rows to the model_dir's metrics.jsonl (log lines: model_dir/eval.log). The model_dir's operative config.gin is
 read first; --gin_file files are layered on top (e.g. gin/eval/glue_paper.gin).
 """
 
 import dataclasses
+import os
 import sys
 
 from absl import app
 from absl import flags
 
+from freelm_jax import console
 from freelm_jax import gin_utils
+
+console.quiet_environment()  # before TensorFlow and JAX load
 
 gin_utils.define_flags()
 flags.DEFINE_string('model_dir', None, 'The trained model_dir.', required=True)
@@ -31,6 +36,7 @@ def evaluate() -> list[dict]:
   from freelm_jax import checkpoints
   from freelm_jax import metrics as metrics_lib
   from freelm_jax import partitioning
+  from freelm_jax import storage
   from freelm_jax import train_lib
   data = train_lib.DataConfig()
   data = dataclasses.replace(data, eval_tasks=tuple(FLAGS.tasks or data.eval_tasks),
@@ -43,6 +49,8 @@ def evaluate() -> list[dict]:
   manager = checkpoints.create_manager(FLAGS.model_dir, 1)
   state, facts = checkpoints.restore(manager, trainer.abstract_state(),
                                      FLAGS.checkpoint_step)
+  if not storage.is_remote(FLAGS.model_dir):
+    console.log_to_file(os.path.join(FLAGS.model_dir, 'eval.log'))
   writer = metrics_lib.MetricsWriter(FLAGS.model_dir)
   rows = train_lib.run_eval(trainer, state.params, data, int(state.step),
                             facts.get('trained_task_types', []), writer,
@@ -53,7 +61,8 @@ def evaluate() -> list[dict]:
 
 def main(argv):
   del argv
-  gin_utils.quiet_library_logs()
+  console.quiet_console()
+  console.import_tensorflow_quietly()
   # pylint: disable=g-import-not-at-top
   from freelm_jax import evaluation
   from freelm_jax import storage

@@ -14,6 +14,7 @@ candidates (STS-B: P("same meaning") / (P("same meaning") + P("different"))).
 """
 
 import collections
+import functools
 from typing import Callable, Iterable, Optional, Sequence
 
 import gin
@@ -81,13 +82,28 @@ def task_metrics(names: Sequence[str], prediction: Optional[dict]) -> dict:
   return {name: float(METRICS[name](prediction)) for name in names}
 
 
-def shortcut_baseline(task: str, split: str) -> Optional[float]:
-  """The no-model shortcut baseline, where the task has a JSONL train split."""
+@functools.lru_cache(maxsize=None)
+def reference_accuracies(task: str, split: str, trained_tasks: tuple[str, ...],
+                         probe: bool) -> dict:
+  """No-model references for a task's split, where it has JSONL splits:
+  `baseline_accuracy`, the shortcut rule fitted on the task's train split (or,
+  without one, the split's majority label); with `probe`, `probe_accuracy`, a
+  bag-of-words logistic regression fitted on the task's train split (or,
+  without one, on the trained tasks of its type, labels by index)."""
   info = tasks.get_teacher_task(task)
-  if not info.split_paths or 'train' not in info.split_paths or split == 'train':
-    return None
-  return baseline_lib.shortcut_baseline_accuracy(
-      list(info.examples('train')), list(info.examples(split)))
+  if not info.split_paths or split not in info.split_paths or split == 'train':
+    return {'baseline_accuracy': None}
+  evaluated = list(info.examples(split))
+  train = list(info.examples('train')) if 'train' in info.split_paths else []
+  out = {'baseline_accuracy': baseline_lib.shortcut_baseline_accuracy(train, evaluated)
+         if train else baseline_lib.majority_accuracy(evaluated)}
+  if probe:
+    if not train:
+      same_type = [tasks.get_teacher_task(t) for t in trained_tasks]
+      train = [ex for t in same_type if t.task_type == info.task_type and t.split_paths
+               and 'train' in t.split_paths for ex in t.examples('train')]
+    out['probe_accuracy'] = baseline_lib.bow_probe_accuracy(train, evaluated)
+  return out
 
 
 TEMPLATES = ('drawn', 'average')
@@ -97,17 +113,20 @@ TEMPLATES = ('drawn', 'average')
 # append "In call to configurable ..." to every error raised while it runs,
 # and the CLIs print a data error as one clean line.
 @gin.configurable('evaluate', module='evaluation')
-def _settings(templates: str = 'drawn') -> dict:
-  return dict(templates=templates)
+def _settings(templates: str = 'drawn', probe: bool = False) -> dict:
+  """`probe`: also report a bag-of-words probe's accuracy (`reference_accuracies`)."""
+  return dict(templates=templates, probe=probe)
 
 
 def evaluate(score: ScoreFn, task_names: Sequence[str], split: str, seq_len: int,
              batch_size: int, trained_task_types: Sequence[str],
              modules: Sequence[str] = (), task_types: Optional[Sequence[str]] = None,
              max_examples: Optional[int] = None,
-             templates: Optional[str] = None) -> list[dict]:
+             templates: Optional[str] = None,
+             trained_tasks: Sequence[str] = ()) -> list[dict]:
   """One eval row per task: accuracy (plus the task's other metrics),
-  num_examples, seen, baseline_accuracy.
+  num_examples, trained (the task is in `trained_tasks`), seen (its type is
+  in `trained_task_types`), baseline_accuracy (and probe_accuracy).
 
   `task_types`: the task-type id order (a checkpoint's); `max_examples`: score
   only each task's first examples; `templates`: 'drawn' (each label with the
@@ -133,16 +152,28 @@ def evaluate(score: ScoreFn, task_names: Sequence[str], split: str, seq_len: int
         'task': name, 'split': split,
         **task_metrics(list(names), prediction),
         'num_examples': len(prediction['labels']) if prediction else 0,
+        'trained': name in trained_tasks,
         'seen': tasks.get_teacher_task(name).task_type in trained_task_types,
-        'baseline_accuracy': shortcut_baseline(name, split),
+        **reference_accuracies(name, split, tuple(trained_tasks), _settings()['probe']),
     })
   return rows
 
 
+LM_COLUMNS = ['task', 'split', 'num_tokens', 'lm_loss', 'perplexity']
+
+
 def format_table(rows: Sequence[dict]) -> str:
-  """A plain-text table of eval rows."""
-  columns = ['task', 'split', 'seen', 'num_examples', 'accuracy']
-  columns += [m for m in METRICS if m != 'accuracy' and any(m in r for r in rows)]
-  columns.append('baseline_accuracy')
-  return tabulate.tabulate([[r.get(c) for c in columns] for r in rows],
-                           headers=columns, floatfmt='.4f')
+  """Plain-text tables of eval rows: the teacher tasks', then the language's."""
+  lm_rows = [r for r in rows if 'lm_loss' in r]
+  rows = [r for r in rows if 'lm_loss' not in r]
+  tables = []
+  if rows or not lm_rows:
+    columns = ['task', 'split', 'trained', 'seen', 'num_examples', 'accuracy']
+    columns += [m for m in METRICS if m != 'accuracy' and any(m in r for r in rows)]
+    columns += ['baseline_accuracy'] + ['probe_accuracy'] * any('probe_accuracy' in r for r in rows)
+    tables.append(tabulate.tabulate([[r.get(c) for c in columns] for r in rows],
+                                    headers=columns, floatfmt='.4f'))
+  if lm_rows:
+    tables.append(tabulate.tabulate([[r.get(c) for c in LM_COLUMNS] for r in lm_rows],
+                                    headers=LM_COLUMNS, floatfmt='.4f'))
+  return '\n\n'.join(tables)

@@ -5,16 +5,16 @@ without a dot must be a macro that the gin files define, so a typo such as
 `--gin.TRAIN_STEPZ=10` fails instead of silently defining a new macro.
 """
 
+import contextlib
 import importlib
-import logging as logging_std
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 from absl import flags
-from absl import logging
 import gin
 
+from freelm_jax import console
 from freelm_jax import storage
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,15 +29,9 @@ class ConfigError(ValueError):
   """A bad gin file, binding, flag or module; the message names it."""
 
 
-class _QuietLibraries(logging_std.Filter):
-  """Drops INFO chatter of orbax (one checkpoint = dozens of lines)."""
-
-  def filter(self, record: logging_std.LogRecord) -> bool:
-    return record.levelno >= logging_std.WARNING or '/orbax/' not in record.pathname
-
-
 def quiet_library_logs() -> None:
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  """Keeps the libraries' log lines off the console (`console.quiet_console`)."""
+  console.quiet_console()
 
 
 def define_flags() -> None:
@@ -92,6 +86,48 @@ def _is_remote_file(path: str) -> bool:
 # gin reads remote files (a gs:// model_dir's config.gin) through etils.epath.
 gin.config.register_file_reader(lambda path: storage.resolve(path).open(), _is_remote_file)
 
+# Directories of the gin files being parsed, the innermost (including) file last.
+_PARSING_DIRS: list[str] = []
+
+
+def find_gin_file(path: str) -> Optional[str]:
+  """A local gin file: absolute, else relative to the including file's
+  directory, gin/, the working directory, then the repository root."""
+  if os.path.isabs(path):
+    return path if os.path.isfile(path) else None
+  for base in _PARSING_DIRS[-1:] + [GIN_DIR, os.getcwd(), REPO_ROOT]:
+    candidate = os.path.join(base, path)
+    if os.path.isfile(candidate):
+      return os.path.abspath(candidate)
+  return None
+
+
+@contextlib.contextmanager
+def _open_gin_file(path: str):
+  """Opens a gin file; its includes are looked up from its directory while it parses."""
+  found = find_gin_file(path)
+  _PARSING_DIRS.append(os.path.dirname(found))
+  try:
+    with open(found) as f:
+      yield f
+  finally:
+    _PARSING_DIRS.pop()
+
+
+def _install_file_reader() -> None:
+  """Makes `find_gin_file` gin's first reader, and drops gin's package-resource
+  reader: it takes any folder on sys.path named like an include's directory
+  (`runs/`, `data/`, `models/` in the working directory) for a package, logs
+  ERROR 'Path not found' for every include it misses, and crashes on a
+  namespace package. Gin files here are files, never package resources."""
+  readers = gin.config._FILE_READERS  # pylint: disable=protected-access
+  readers[:] = [r for r in readers if r[0] is not gin.resource_reader.system_path_reader]
+  if readers[0][0] is not _open_gin_file:
+    readers.insert(0, (_open_gin_file, lambda path: find_gin_file(path) is not None))
+
+
+_install_file_reader()
+
 
 def _resolve(path: str) -> str:
   """A gin file as given (local or remote), else relative to the repository root."""
@@ -101,7 +137,7 @@ def _resolve(path: str) -> str:
     raise ConfigError(f'--gin_file={path}: no such file.')
   for candidate in (path, os.path.join(REPO_ROOT, path)):
     if os.path.isfile(candidate):
-      return candidate
+      return os.path.abspath(candidate)
   raise ConfigError(f'--gin_file={path}: no such file.')
 
 
@@ -112,11 +148,9 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str],
   With `skip_failed_imports`, an `import` in a gin file that fails is skipped
   (plan.py blocks the TensorFlow-importing `tasks` this way).
   """
-  gin.add_config_file_search_path(GIN_DIR)
-  gin.add_config_file_search_path(REPO_ROOT)
   # A non-empty list makes gin skip failed imports; unknown configurables
-  # still fail (none is named in the list).
-  skip = ['<failed imports only>'] if skip_failed_imports else False
+  # still fail, but for evaluation's settings (its module imports `tasks`).
+  skip = ['<failed imports only>', 'evaluation.evaluate'] if skip_failed_imports else False
   for path in gin_files:
     try:
       gin.parse_config_file(_resolve(path), skip_unknown=skip)

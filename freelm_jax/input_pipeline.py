@@ -48,7 +48,7 @@ def _vocabulary(name: str) -> seqio.Vocabulary:
 
 def lm_dataset(name: str, seq_len: int, split: str, seed: Optional[int],
                num_epochs: Optional[int], shard_index: int = 0,
-               num_shards: int = 1) -> tf.data.Dataset:
+               num_shards: int = 1, shuffle: bool = True) -> tf.data.Dataset:
   """Packed LM rows: tokens, targets, positions, segment_ids, weights.
 
   Padding positions hold the vocabulary's `pad_id` and weight 0; every real
@@ -56,7 +56,7 @@ def lm_dataset(name: str, seq_len: int, split: str, seed: Optional[int],
   """
   vocabulary = _vocabulary(name)
   ds = seqio.get_mixture_or_task(name).get_dataset(
-      sequence_length={'targets': seq_len}, split=split, shuffle=True,
+      sequence_length={'targets': seq_len}, split=split, shuffle=shuffle,
       seed=seed, num_epochs=num_epochs,
       shard_info=_shard_info(shard_index, num_shards), use_cached=False)
   ds = ds.map(lambda ex: {'targets': ex['targets'] + 1})  # frees id 0 for padding
@@ -274,8 +274,27 @@ def eval_batches(names: Sequence[str], seq_len: int, batch_size: int, split: str
     if max_examples is not None:
       ds = ds.take_while(lambda ex: ex["example_id"] < max_examples)
     for batch in ds.batch(batch_size).prefetch(2).as_numpy_iterator():
-      rows = len(batch['tokens'])
-      if rows < batch_size:
-        batch = {k: np.concatenate([v, np.zeros((batch_size - rows,) + v.shape[1:], v.dtype)])
-                 for k, v in batch.items()}
-      yield name, batch
+      yield name, _pad_rows(batch, batch_size)
+
+
+def _pad_rows(batch: dict, batch_size: int) -> dict:
+  """A short last batch padded to `batch_size` with rows of zeros (weight 0)."""
+  rows = len(batch['tokens'])
+  if rows == batch_size:
+    return batch
+  return {k: np.concatenate([v, np.zeros((batch_size - rows,) + v.shape[1:], v.dtype)])
+          for k, v in batch.items()}
+
+
+def lm_eval_batches(name: str, seq_len: int, batch_size: int, split: str,
+                    max_batches: Optional[int] = None) -> Iterator[dict]:
+  """Packed LM batches of a split, once, in order, at most `max_batches`; the
+  last one padded with rows of weight 0. None when the task has no `split`."""
+  if split not in seqio.get_mixture_or_task(name).splits:
+    return
+  ds = lm_dataset(name, seq_len, split, seed=None, num_epochs=1, shuffle=False)
+  ds = ds.batch(batch_size)
+  if max_batches:
+    ds = ds.take(max_batches)
+  for batch in ds.prefetch(2).as_numpy_iterator():
+    yield _pad_rows(batch, batch_size)

@@ -8,7 +8,9 @@ Three directory layouts hold a FreeLM network:
   `h.<i>.attn.c_attn.weight`, ... (Conv1D kernels are (in, out));
 * the official FreeLM layout: GPT-2's, plus `mtc_head.weight` shaped
   (heads, d_model, max_labels) and `num_multi_task_labels` (e.g. "2,3") in
-  `config.json`. Head 0 is the truth head.
+  `config.json`. Head 0 is the truth head. Whether its `[sep]`/`[cls]` are
+  added tokens or plain text is read from its tokenizer files and embedding
+  rows by `predictor.checkpoint_tokenizer` (docs/inference.md).
 
 Parameters are handled here as nested dicts of numpy arrays in the scanned
 layout (`decoder/layers/...` with a leading layer axis). Neither TensorFlow nor

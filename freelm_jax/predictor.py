@@ -1,7 +1,7 @@
 """Inference with a trained FreeLM: LM logits, P(true), zero-shot labels, text.
 
     from freelm_jax import Predictor
-    predictor = Predictor.from_pretrained('runs/demo', vocab_dir='tasks/data/wordnet')
+    predictor = Predictor.from_pretrained('runs/demo', vocab_dir='tasks/data/opinions')
     label, probabilities = predictor.classify(
         'ward: a district into which a city or town is divided',
         {'yes': 'A ward is a kind of administrative district.',
@@ -9,13 +9,16 @@
     predictor.generate('a district', max_new_tokens=20, temperature=0.0)
 
 `from_pretrained` reads our model_dirs, Hugging Face GPT-2 directories and the
-official FreeLM layout (see `interop.py`). Neither TensorFlow nor seqio is
-imported: the tokenizer is built directly with HF `tokenizers`, exactly as
-`tasks.vocabulary.BPEVocabulary` builds it.
+official FreeLM layout (see `interop.py`); whether `[sep]`/`[cls]` are single
+tokens or plain text is decided from the checkpoint's tokenizer files and
+embedding rows (`checkpoint_tokenizer`, docs/inference.md). Neither TensorFlow
+nor seqio is imported: the tokenizer is built directly with HF `tokenizers`,
+exactly as `tasks.vocabulary.BPEVocabulary` builds it.
 """
 
 import dataclasses
 import functools
+import json
 import os
 from typing import Mapping, Optional, Sequence, Union
 
@@ -31,6 +34,11 @@ from freelm_jax import network
 # As in tasks.vocabulary: present tokens keep their id, missing ones are appended.
 EOS_TOKEN, SEP_TOKEN, CLS_TOKEN, PAD_TOKEN = '<|endoftext|>', '[sep]', '[cls]', '[pad]'
 SPECIAL_TOKENS = (EOS_TOKEN, SEP_TOKEN, CLS_TOKEN, PAD_TOKEN)
+MARKERS = (SEP_TOKEN, CLS_TOKEN)
+# GPT-2's vocabulary as shipped in the `tasks` package (tools/extract_gpt2_vocab.py).
+GPT2_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        'tasks', 'data', 'gpt2')
+GPT2_VOCAB_SIZE = 50257
 
 Ids = Sequence[int]
 TokenRows = Union[np.ndarray, Sequence[Ids]]
@@ -38,18 +46,121 @@ TokenRows = Union[np.ndarray, Sequence[Ids]]
 
 def load_tokenizer(directory: str) -> Optional[tokenizers.Tokenizer]:
   """GPT-2-style byte-level BPE from vocab.json + merges.txt (or tokenizer.json)
-  with FreeLM's special tokens; None when the directory has neither."""
+  with FreeLM's special tokens appended; None when the directory has neither."""
+  tokenizer = _bpe(directory)
+  if tokenizer is not None:
+    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
+  return tokenizer
+
+
+def _bpe(directory: str) -> Optional[tokenizers.Tokenizer]:
+  """The BPE of vocab.json + merges.txt, else tokenizer.json; None without either."""
   vocab, merges = (os.path.join(directory, f) for f in ('vocab.json', 'merges.txt'))
   if os.path.isfile(vocab) and os.path.isfile(merges):
     tokenizer = tokenizers.Tokenizer(tokenizers.models.BPE.from_file(vocab, merges))
     tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = tokenizers.decoders.ByteLevel()
-  elif os.path.isfile(os.path.join(directory, 'tokenizer.json')):
-    tokenizer = tokenizers.Tokenizer.from_file(os.path.join(directory, 'tokenizer.json'))
+    return tokenizer
+  if os.path.isfile(os.path.join(directory, 'tokenizer.json')):
+    return tokenizers.Tokenizer.from_file(os.path.join(directory, 'tokenizer.json'))
+  return None
+
+
+def declared_tokens(directory: str) -> dict[str, dict]:
+  """Added tokens that a directory's Hugging Face tokenizer files declare:
+  content -> {'id': int or None (named only), 'lstrip': bool, 'rstrip': bool}."""
+  def read(name):
+    path = os.path.join(directory, name)
+    if not os.path.isfile(path):
+      return {}
+    with open(path, encoding='utf-8') as f:
+      return json.load(f)
+
+  config = read('tokenizer_config.json')
+  named = [read('special_tokens_map.json'), config.get('additional_special_tokens'),
+           config.get('extra_special_tokens')]
+  out = {name: {'id': None} for name in _token_names(named)}
+  for token_id, token in (config.get('added_tokens_decoder') or {}).items():
+    out[token['content']] = dict(token, id=int(token_id))
+  out.update({name: {'id': i} for name, i in read('added_tokens.json').items()})
+  out.update({t['content']: t for t in read('tokenizer.json').get('added_tokens', [])})
+  return {k: {'id': v.get('id'), 'lstrip': bool(v.get('lstrip')),
+              'rstrip': bool(v.get('rstrip'))} for k, v in out.items()}
+
+
+def _token_names(value) -> list[str]:
+  """Token strings in special_tokens_map-style values (str, {'content'}, lists, dicts)."""
+  if isinstance(value, str):
+    return [value]
+  if isinstance(value, dict):
+    return ([value['content']] if 'content' in value else
+            [n for v in value.values() for n in _token_names(v)])
+  if isinstance(value, list):
+    return [n for v in value for n in _token_names(v)]
+  return []
+
+
+def checkpoint_tokenizer(directory: str, rows: int
+                         ) -> tuple[Optional[tokenizers.Tokenizer], bool]:
+  """(tokenizer, markers_as_text) for a checkpoint whose token embedding has
+  `rows` rows (docs/inference.md). `markers_as_text`: propositions are the
+  string "instance [sep] proposition [cls]" through this tokenizer, as FreeLM's
+  official README writes them; else (our checkpoints) the ids of instance,
+  `[sep]`, proposition and `[cls]` are joined as the training pipeline does.
+
+  * The tokenizer files declare `[sep]`/`[cls]` as added tokens: they are single
+    tokens at the declared ids (which must be embedding rows), text encoding.
+  * vocab.json holds them (our demo BPE), or the embedding has more rows than
+    the vocabulary (our GPT-2 convention: 50257-50259 appended): joined ids.
+  * Otherwise (embedding rows = vocabulary): the markers are plain text.
+  """
+  tokenizer = _bpe(directory)
+  if tokenizer is None:
+    return None, False
+  base = tokenizer.get_vocab_size(with_added_tokens=False)
+  declared = declared_tokens(directory)
+  if rows < base:
+    raise interop.CheckpointError(f'{directory}: the tokenizer has {base} tokens but the '
+                                  f'token embedding only {rows} rows.')
+  if any(m in declared for m in MARKERS):
+    _add_declared(tokenizer, declared, directory)
+    as_text = True
+  elif all(tokenizer.token_to_id(m) is not None for m in MARKERS) or rows > base:
+    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
+    as_text = False
   else:
-    return None
-  tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
-  return tokenizer
+    return tokenizer, True
+  for marker in MARKERS:
+    token_id = tokenizer.token_to_id(marker)
+    if token_id is None or token_id >= rows:
+      raise interop.CheckpointError(
+          f'{directory}: the tokenizer makes {marker} token id {token_id}, but the token '
+          f'embedding has {rows} rows (tokenizer files and weights disagree).')
+  return tokenizer, as_text
+
+
+def _add_declared(tokenizer: tokenizers.Tokenizer, declared: dict, directory: str) -> None:
+  """Adds the declared added tokens the tokenizer lacks, checking their ids."""
+  order = sorted(declared.items(), key=lambda kv: (kv[1]['id'] is None, kv[1]['id'] or 0))
+  for content, token in order:
+    if tokenizer.token_to_id(content) is None:
+      tokenizer.add_special_tokens([tokenizers.AddedToken(
+          content, lstrip=token['lstrip'], rstrip=token['rstrip'], normalized=False,
+          special=True)])
+    if token['id'] is not None and tokenizer.token_to_id(content) != token['id']:
+      raise interop.CheckpointError(
+          f'{directory}: added token {content!r} is declared as id {token["id"]} '
+          f'but would get id {tokenizer.token_to_id(content)}.')
+
+
+def _tokenizer_dir(path: str, vocab_dir: Optional[str], rows: int) -> Optional[str]:
+  """Where the tokenizer files come from: `vocab_dir`, else `path`, else (an
+  embedding of at least GPT-2's 50257 rows) GPT-2's vocabulary shipped in tasks/."""
+  if vocab_dir:
+    return vocab_dir
+  if _bpe(path) is not None or rows < GPT2_VOCAB_SIZE or not os.path.isdir(GPT2_DIR):
+    return path
+  return GPT2_DIR
 
 
 def _bucket(length: int, limit: int) -> int:
@@ -63,8 +174,9 @@ class Predictor:
   def __init__(self, config: network.ModelConfig, params, *,
                tokenizer: Optional[tokenizers.Tokenizer] = None,
                has_teacher_head: bool = True, batch_size: int = 64,
-               pad_id: Optional[int] = None):
-    """Wraps numpy/jax parameters of `config` (scanned or unrolled layout)."""
+               pad_id: Optional[int] = None, markers_as_text: bool = False):
+    """Wraps numpy/jax parameters of `config` (scanned or unrolled layout).
+    `markers_as_text`: see `checkpoint_tokenizer`."""
     self.config = dataclasses.replace(config, scan_layers=True, remat_policy='none')
     self.params = jax.device_put(interop.scanned(
         interop.to_numpy(params), config.num_layers))
@@ -73,29 +185,37 @@ class Predictor:
     self.tokenizer = tokenizer
     self.has_teacher_head = has_teacher_head
     self.batch_size = batch_size
+    self.markers_as_text = markers_as_text
     token_id = lambda t: tokenizer.token_to_id(t) if tokenizer else None
-    self.eos_id, self.sep_id, self.cls_id = map(token_id, SPECIAL_TOKENS[:3])
-    self.pad_id = pad_id if pad_id is not None else (token_id(PAD_TOKEN) or 0)
+    self.eos_id, self.sep_id, self.cls_id, default_pad = map(token_id, SPECIAL_TOKENS)
+    if default_pad is None or default_pad >= config.vocab_size:
+      default_pad = self.eos_id if self.eos_id is not None else 0
+    self.pad_id = pad_id if pad_id is not None else default_pad
 
   @classmethod
   def from_pretrained(cls, path: str, step: Optional[int] = None,
                       vocab_dir: Optional[str] = None, dtype: Optional[str] = None,
                       batch_size: int = 64) -> 'Predictor':
     """Loads our model_dir (newest checkpoint or `step`), an HF GPT-2 or a
-    FreeLM directory. Tokenizer files come from `vocab_dir`, else `path`."""
+    FreeLM directory. Tokenizer files come from `vocab_dir`, else `path`, else
+    (embeddings of 50257+ rows) GPT-2's shipped vocabulary; they and the
+    embedding's rows decide how `[sep]`/`[cls]` are encoded (`checkpoint_tokenizer`)."""
     checkpoint = interop.load(path, step)
     config = checkpoint.config
     if dtype:
       config = dataclasses.replace(config, dtype=dtype)
-    return cls(config, checkpoint.params, tokenizer=load_tokenizer(vocab_dir or path),
-               has_teacher_head=checkpoint.has_teacher_head, batch_size=batch_size)
+    rows = config.vocab_size
+    tokenizer, as_text = checkpoint_tokenizer(_tokenizer_dir(path, vocab_dir, rows), rows)
+    return cls(config, checkpoint.params, tokenizer=tokenizer,
+               has_teacher_head=checkpoint.has_teacher_head, batch_size=batch_size,
+               markers_as_text=as_text)
 
   # --- Token ids -------------------------------------------------------------
 
   def _require_tokenizer(self) -> tokenizers.Tokenizer:
     if self.tokenizer is None:
       raise ValueError('This model has no tokenizer files (vocab.json + merges.txt); '
-                       'pass a vocab_dir (--vocab_dir; tasks/data/wordnet for the demo).')
+                       'pass a vocab_dir (--vocab_dir; tasks/data/opinions for the demo).')
     return self.tokenizer
 
   def encode(self, text: str) -> list[int]:
@@ -105,12 +225,16 @@ class Predictor:
     return self._require_tokenizer().decode(list(ids))
 
   def encode_proposition(self, instance: str, proposition: str) -> list[int]:
-    """`instance [sep] proposition [cls]` as the training pipeline builds it,
-    cut to the context (the instance first, then the proposition)."""
+    """`instance [sep] proposition [cls]` as the checkpoint expects it (see
+    `checkpoint_tokenizer`), cut to the context (the instance first)."""
     self._require_tokenizer()
-    room = self.config.max_len - 2
-    proposition_ids = self.encode(proposition)[:room]
-    instance_ids = self.encode(instance)[:room - len(proposition_ids)]
+    room = self.config.max_len
+    if self.markers_as_text:  # FreeLM's README: the whole string through the tokenizer
+      tail = self.encode(f' {SEP_TOKEN} {proposition} {CLS_TOKEN}')[-room:]
+      ids = self.encode(f'{instance} {SEP_TOKEN} {proposition} {CLS_TOKEN}')
+      return ids[:max(0, min(len(ids) - len(tail), room - len(tail)))] + tail
+    proposition_ids = self.encode(proposition)[:room - 2]
+    instance_ids = self.encode(instance)[:room - 2 - len(proposition_ids)]
     return instance_ids + [self.sep_id] + proposition_ids + [self.cls_id]
 
   def _rows(self, token_ids: TokenRows, lengths=None) -> tuple[list, np.ndarray]:

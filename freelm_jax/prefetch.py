@@ -15,6 +15,8 @@ import signal
 import traceback
 from typing import Any, Iterator, Sequence
 
+from freelm_jax import console
+
 _END = '__end__'
 _ERROR = '__error__'
 
@@ -41,6 +43,8 @@ def _worker(function: str, kwargs: dict, modules: Sequence[str], out,
   signal.signal(signal.SIGTERM, signal.SIG_IGN)
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   try:
+    console.quiet_console()  # the parent's console: no library log lines
+    console.import_tensorflow_quietly()
     for module in modules:
       importlib.import_module(module)
     module_name, name = function.rsplit('.', 1)

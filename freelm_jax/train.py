@@ -13,7 +13,10 @@ import sys
 from absl import app
 from absl import flags
 
+from freelm_jax import console
 from freelm_jax import gin_utils
+
+console.quiet_environment()  # before TensorFlow and JAX load
 
 gin_utils.define_flags()
 flags.DEFINE_string('model_dir', None, 'Overrides the MODEL_DIR macro.')
@@ -22,7 +25,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  gin_utils.quiet_library_logs()
+  console.quiet_console()
+  console.import_tensorflow_quietly()
   # pylint: disable=g-import-not-at-top
   from freelm_jax import evaluation
   from freelm_jax import train_lib

@@ -11,6 +11,7 @@ the run before it is checkpointed (or is skipped, with `skip_nonfinite`).
 
 import contextlib
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -23,6 +24,7 @@ import numpy as np
 import optax
 
 from freelm_jax import checkpoints
+from freelm_jax import console
 from freelm_jax import gin_utils
 from freelm_jax import models
 from freelm_jax import network
@@ -56,6 +58,7 @@ class DataConfig:
   teacher_seq_len: int = 64
   eval_batch_size: int = 256
   eval_max_examples: Optional[int] = None  # score only each task's first N examples
+  lm_eval_batches: int = 64  # held-out LM batches per evaluation (0 = none)
 
 
 @gin.configurable(module='train_lib')
@@ -96,13 +99,17 @@ def trainer_without_data(gin_files: Sequence[str], bindings: Sequence[str],
   return model_config, data, trainer
 
 
+def teacher_task_names(mixture: str) -> list[str]:
+  """The teacher tasks of a mixture (or a single task)."""
+  import seqio
+  provider = seqio.get_mixture_or_task(mixture)
+  return [t.name for t in getattr(provider, 'tasks', [provider])]
+
+
 def trained_task_types(mixture: str) -> list[str]:
   """Task types of the teacher tasks in a mixture (or a single task)."""
-  import seqio
   import tasks
-  provider = seqio.get_mixture_or_task(mixture)
-  names = [t.name for t in getattr(provider, 'tasks', [provider])]
-  return sorted({tasks.get_teacher_task(n).task_type for n in names})
+  return sorted({tasks.get_teacher_task(n).task_type for n in teacher_task_names(mixture)})
 
 
 def run_task_types(data: DataConfig) -> set[str]:
@@ -214,22 +221,49 @@ def check_batch_sizes(data: DataConfig, mesh) -> None:
 
 def run_eval(trainer, params, data: DataConfig, step: int, trained: Sequence[str],
              writer, task_types: Optional[Sequence[str]] = None) -> list[dict]:
-  """Zero-shot evaluation of the held-out tasks, logged as eval rows.
+  """Held-out language loss, then zero-shot evaluation of the held-out tasks,
+  logged as eval rows.
 
   Multi-host: every process reads every eval batch, feeds its own rows and
-  gets all the scores back, so every process computes the same table.
+  gets all the results back, so every process computes the same table.
   """
   with gin.unlock_config():  # t5, under evaluation, registers gin configurables.
     from freelm_jax import evaluation
+  lm_row = run_lm_eval(trainer, params, data)
+  rows = [lm_row] if lm_row else []
   score = lambda tokens, lengths: trainer.score(params, tokens, lengths)
-  rows = evaluation.evaluate(score, data.eval_tasks, data.eval_split,
-                             data.teacher_seq_len, data.eval_batch_size, trained,
-                             gin_utils.IMPORTED_MODULES, task_types=task_types,
-                             max_examples=data.eval_max_examples)
+  if data.eval_tasks:
+    rows += evaluation.evaluate(score, data.eval_tasks, data.eval_split,
+                                data.teacher_seq_len, data.eval_batch_size, trained,
+                                gin_utils.IMPORTED_MODULES, task_types=task_types,
+                                max_examples=data.eval_max_examples,
+                                trained_tasks=teacher_task_names(data.teacher_mixture))
   for row in rows:
     writer.write({'step': step, 'kind': 'eval', **row})
   logging.info('Evaluation at step %d:\n%s', step, evaluation.format_table(rows))
   return rows
+
+
+def run_lm_eval(trainer, params, data: DataConfig) -> Optional[dict]:
+  """The eval row of the language task's `eval_split` (its first
+  `lm_eval_batches` batches): lm_loss (per token), perplexity, num_tokens.
+  None when `lm_eval_batches` is 0 or the task has no such split."""
+  if not data.lm_eval_batches:
+    return None
+  from freelm_jax import input_pipeline  # in this process: a worker takes ~10 s to start
+  loss_sum = tokens = 0.0
+  for batch in input_pipeline.lm_eval_batches(
+      data.lm_task, data.lm_seq_len, data.lm_batch_size, data.eval_split,
+      data.lm_eval_batches):
+    loss, count = trainer.eval_loss(params, batch, 'lm')
+    loss_sum, tokens = loss_sum + loss * count, tokens + count
+  if not tokens:
+    logging.info('No %r split of %s: no held-out LM loss.', data.eval_split, data.lm_task)
+    return None
+  loss = loss_sum / tokens
+  return {'task': data.lm_task, 'split': data.eval_split, 'lm_loss': loss,
+          'perplexity': math.exp(loss) if loss < 700 else math.inf,
+          'num_tokens': int(tokens)}
 
 
 class _Meter:
@@ -312,8 +346,14 @@ def train(
   checkpoints.check_writable(model_dir)
   manager = checkpoints.create_manager(model_dir, checkpoint_every)
   state, facts = restore_or_init(trainer, manager, seed, init_from)  # before writing
+  finished = finished_evaluation(model_dir, int(state.step), train_steps)
+  if finished:
+    manager.close()
+    return finished
   _write_config(model_dir)
+  _log_file(model_dir)
   writer = metrics_lib.MetricsWriter(model_dir)
+  progress = console.Progress(writer, train_steps, int(state.step), jax.process_index() == 0)
   task_types = task_type_order(in_run, facts.get('task_types'))  # the checkpoint's ids
   check_task_types(model_config, task_types)
   consumed = facts.get('batches') or trainer_lib.objective_counts(
@@ -322,39 +362,64 @@ def train(
                        'task_types': task_types,
                        'trained_task_types': trained}
 
+  evaluate = lambda step, params: progress.evaluation(lambda: run_eval(
+      trainer, params, data, step, trained, progress, task_types))
+
   def after_step(step: int, state: trainer_lib.TrainState) -> None:
     checkpoints.save(manager, step, state, run_facts())
+    progress.step(step)
     if eval_every and step % eval_every == 0 and step < train_steps:
-      run_eval(trainer, state.params, data, step, trained, writer, task_types)
+      evaluate(step, state.params)
 
   streams = open_streams(data, objective_schedule, consumed, seed, trainer.data_shard,
                          task_types, os.path.join(model_dir, 'iterators'), checkpoint_every)
-  try:
-    with checkpoints.Preemption(manager) as preemption:
-      state, preempted = _loop(trainer, state, streams, objective_schedule, train_steps,
-                               consumed, log_every, writer, after_step,
-                               manager.should_save, preemption)
-      end = int(state.step)
-      checkpoints.save(manager, end, state, run_facts(), force=True)
-      checkpoints.finish(manager)
-  except BaseException:
-    with contextlib.suppress(Exception):  # the error raised is the one to report.
-      manager.wait_until_finished()  # lets a save in flight commit.
-    raise
-  finally:
-    for stream in streams.values():
-      stream.close()
+  with progress:
+    try:
+      with checkpoints.Preemption(manager) as preemption:
+        state, preempted = _loop(trainer, state, streams, objective_schedule, train_steps,
+                                 consumed, log_every, progress, after_step,
+                                 manager.should_save, preemption)
+        end = int(state.step)
+        checkpoints.save(manager, end, state, run_facts(), force=True)
+        checkpoints.finish(manager)
+    except BaseException:
+      with contextlib.suppress(Exception):  # the error raised is the one to report.
+        manager.wait_until_finished()  # lets a save in flight commit.
+      raise
+    finally:
+      for stream in streams.values():
+        stream.close()
+    rows = [] if preempted else evaluate(end, state.params)
   if preempted:
     logging.warning('Preempted: saved the checkpoint at step %d; re-run the same '
                     'command to resume.', end)
-    writer.close()
-    manager.close()
-    return []
-  rows = (run_eval(trainer, state.params, data, end, trained, writer, task_types)
-          if data.eval_tasks else [])
   writer.close()
   manager.close()
   return rows
+
+
+def finished_evaluation(model_dir: str, step: int, train_steps: int) -> list[dict]:
+  """The final evaluation of a run already at `train_steps` (announced on
+  stdout), or [] if it has steps or that evaluation left."""
+  from freelm_jax import metrics as metrics_lib
+  if step < train_steps:
+    return []
+  try:
+    rows = metrics_lib.read(model_dir)
+  except FileNotFoundError:
+    return []
+  rows = [r for r in rows if r['kind'] == 'eval' and r['step'] == step]
+  if rows and jax.process_index() == 0:
+    print(f'{model_dir} is complete: step {step} of TRAIN_STEPS = {train_steps}. Its final '
+          'evaluation follows; raise TRAIN_STEPS to train on.', flush=True)
+  return rows
+
+
+def _log_file(model_dir: str) -> None:
+  """Every log line of this process to model_dir/train.log (local model_dirs)."""
+  if not storage.is_remote(model_dir):
+    suffix = f'.process{jax.process_index()}' if jax.process_count() > 1 else ''
+    console.log_to_file(os.path.join(model_dir, f'train{suffix}.log'))
 
 
 def _loop(trainer, state, streams, schedule, train_steps, consumed, log_every,

@@ -114,6 +114,7 @@ class Trainer:
         in_shardings=(self.state_sharding.params, self.batch_sharding,
                       self.batch_sharding),
         out_shardings=partitioning.replicated(mesh))
+    self._eval_losses = {}  # objective -> jitted (params, batch) -> loss, num_tokens
 
   def _init_boxed(self, rng: jax.Array) -> TrainState:
     """A fresh state whose parameters still carry their logical axis names."""
@@ -216,6 +217,20 @@ class Trainer:
     """This process's rows of a batch that every process holds in full."""
     index, num_shards = self.data_shard
     return {k: np.split(np.asarray(v), num_shards)[index] for k, v in global_batch.items()}
+
+  def eval_loss(self, params, global_batch: Mapping[str, Any],
+                objective: str = 'lm') -> tuple[float, float]:
+    """(mean loss, tokens) of `objective` on a batch every process holds in full."""
+    if objective not in self._eval_losses:
+      loss_fn = self.objectives[objective]
+      self._eval_losses[objective] = jax.jit(
+          lambda p, b: (loss_fn.loss(self.module, p, b)[0], loss_fn.num_tokens(b)),
+          in_shardings=(self.state_sharding.params, self.batch_sharding),
+          out_shardings=partitioning.replicated(self.mesh))
+    batch = self.shard_batch(self.process_rows(global_batch))
+    with self.activate():
+      loss, tokens = self._eval_losses[objective](params, batch)
+    return float(loss), float(tokens)
 
   def score(self, params, tokens, lengths) -> np.ndarray:
     """P(true) of every row of a batch that every process holds in full.

@@ -7,7 +7,7 @@
                                  1: 'Here, "{sentence2}" does not follow from the text.'},
                    label_field="label", task_type="nli")
 
-Importing `tasks` registers the embedded WordNet default (`tasks.wordnet`).
+Importing `tasks` registers the embedded default (`tasks.opinions`).
 TensorFlow is hidden from accelerators here: the input pipeline runs on the
 host and must never take the accelerator's memory.
 """
@@ -27,7 +27,7 @@ from tasks.propositions import registered as registered_teacher_tasks
 from tasks.propositions import task_types
 from tasks.propositions import TeacherTask
 from tasks.sources import DataError
-from tasks import wordnet
+from tasks import opinions
 from tasks import glue
 from tasks import gin_configurables
 from tasks import sources as _sources

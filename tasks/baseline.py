@@ -18,7 +18,7 @@ predicted; exact ties are broken with a `random.Random(seed)` choice. A task
 whose validation accuracy under this rule is close to chance (1 / number of
 candidates) cannot be solved by target frequency or word overlap alone.
 
-Pure Python, stdlib only.
+The shortcut rule is pure Python; the bag-of-words probe uses scikit-learn.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from __future__ import annotations
 import collections
 import random
 import re
-from typing import Sequence
+from typing import Optional, Sequence
 
 # (instance_text, candidate_target_texts, index_of_true_candidate)
 Example = tuple[str, Sequence[str], int]
@@ -88,3 +88,27 @@ def shortcut_baseline_accuracy(train: Sequence[Example],
   correct = sum(predict(instance, candidates, priors, rng) == label
                 for instance, candidates, label in evaluation)
   return correct / len(evaluation)
+
+
+def majority_accuracy(evaluation: Sequence[Example]) -> float:
+  """Accuracy of always predicting the split's most frequent label (a
+  no-model reference for tasks without a train split; it peeks at the labels)."""
+  counts = collections.Counter(label for _, _, label in evaluation)
+  return max(counts.values()) / len(evaluation) if evaluation else 0.0
+
+
+def bow_probe_accuracy(train: Sequence[Example],
+                       evaluation: Sequence[Example]) -> Optional[float]:
+  """Accuracy of a bag-of-words logistic regression (word uni- and bigrams,
+  tf-idf) fitted on `train`'s instances and label indices; None without two
+  labels to learn. A reference for what the teacher data alone can teach."""
+  from sklearn import feature_extraction, linear_model, pipeline  # pylint: disable=g-import-not-at-top
+  if len({label for _, _, label in train}) < 2 or not evaluation:
+    return None
+  probe = pipeline.make_pipeline(
+      feature_extraction.text.TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
+      linear_model.LogisticRegression(max_iter=2000))
+  probe.fit([text for text, _, _ in train], [label for _, _, label in train])
+  predicted = probe.predict([text for text, _, _ in evaluation])
+  return float(sum(int(p) == label for p, (_, _, label) in zip(predicted, evaluation))
+               / len(evaluation))

@@ -5,7 +5,7 @@ r"""Input throughput of the GPT-2 BPE path: LM tokens/s and propositions/s per c
 
 Prints one JSON object. The LM stream is the real pipeline
 (`input_pipeline.lm_dataset`: read, tokenize, split, pack, pad/weights) over
-documents of about 2,000 characters (WordNet glosses and examples joined; web
+documents of about 2,000 characters (the embedded default's texts joined; web
 documents are of that order); the teacher stream is `teacher_dataset` over
 the local GLUE files (every task's validation split, mixed with equal rates,
 sampled by `sources.sample_from_datasets` as the GLUE mixtures are). Per core: the
@@ -13,10 +13,8 @@ wall-clock rate divided by the host cores this process may use, and the rate
 per CPU second this process used (equal on an idle machine; the latter is
 not skewed by other processes competing for the cores).
 
-Without `--vocab_dir` (a directory with GPT-2's vocab.json + merges.txt) a
-byte-level BPE in GPT-2's file format with GPT-2's vocabulary size is trained
-on the benchmark text with HF tokenizers (no GPT-2 vocabulary ships offline);
-the JSON says which was used.
+The vocabulary is GPT-2's own, shipped in tasks/data/gpt2 (`--vocab_dir`
+takes another directory with vocab.json + merges.txt); the JSON says which.
 """
 
 import argparse
@@ -28,7 +26,6 @@ import tempfile
 import time
 
 import seqio
-import tokenizers
 
 import tasks  # pylint: disable=unused-import  (hides GPUs from TensorFlow)
 from freelm_jax import input_pipeline
@@ -39,7 +36,7 @@ from tasks import vocabulary as vocabulary_lib
 
 
 def _documents(out_path: str, chars: int = 2000, passes: int = 6) -> int:
-  """Writes WordNet text joined into ~`chars`-character documents; returns the count.
+  """Writes the embedded default's text joined into ~`chars`-character documents; returns the count.
 
   `passes` reshuffled copies make more than seqio's in-memory caching limit
   (10k examples), so the source is read from disk as a real corpus would be.
@@ -56,17 +53,6 @@ def _documents(out_path: str, chars: int = 2000, passes: int = 6) -> int:
           out.write(json.dumps({'text': ' '.join(doc)}) + '\n')
           count, doc = count + 1, []
   return count
-
-
-def _train_gpt2_format_bpe(corpus: str, out_dir: str) -> str:
-  """A byte-level BPE with GPT-2's vocab size, saved as vocab.json + merges.txt."""
-  with open(corpus) as f:
-    texts = [json.loads(line)['text'] for _, line in zip(range(2000), f)]
-  tokenizer = tokenizers.ByteLevelBPETokenizer()
-  tokenizer.train_from_iterator(texts, vocab_size=50257, min_frequency=2,
-                                special_tokens=['<|endoftext|>'])
-  tokenizer.save_model(out_dir)
-  return out_dir
 
 
 def _rate(dataset, seconds: float, count) -> dict:
@@ -94,7 +80,7 @@ def main() -> None:
   work = tempfile.mkdtemp(prefix='bench_input_')
   corpus = os.path.join(work, 'lm.train.jsonl')
   documents = _documents(corpus)
-  vocab_dir = args.vocab_dir or _train_gpt2_format_bpe(corpus, work)
+  vocab_dir = args.vocab_dir or vocabulary_lib.GPT2_DIR
   vocab = vocabulary_lib.gpt2_vocabulary(vocab_dir)
 
   lm = language.stream({'train': corpus}, name='bench_lm', vocab_dir=vocab_dir)
@@ -103,9 +89,8 @@ def main() -> None:
   lm = _rate(lm_ds, args.seconds, lambda b: int(b['weights'].sum()))
 
   result = {
-      'vocabulary': ('GPT-2 files from ' + vocab_dir) if args.vocab_dir else
-                    f'byte-level BPE trained here in GPT-2 format ({vocab.vocab_size} ids; '
-                    'no GPT-2 vocab.json/merges.txt on this machine)',
+      'vocabulary': f'{vocab_dir} ({vocab.vocab_size} ids)' if args.vocab_dir else
+                    f'GPT-2 (shipped in tasks/data/gpt2, {vocab.vocab_size} ids)',
       'host_cores': cores, 'load_average_1min': os.getloadavg()[0],
       'lm_documents': documents, 'lm_seq_len': args.lm_seq_len,
       'lm_tokens': lm,

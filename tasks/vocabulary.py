@@ -236,8 +236,10 @@ def _read(path: str) -> bytes:
     return f.read()
 
 
-def gpt2_vocabulary(vocab_dir: str) -> BPEVocabulary:
-  """GPT-2's `vocab.json` + `merges.txt` in `vocab_dir` (local or gs://)."""
+def gpt2_vocabulary(vocab_dir: Optional[str] = None) -> BPEVocabulary:
+  """GPT-2's `vocab.json` + `merges.txt` in `vocab_dir` (local or gs://; default:
+  GPT-2's own, shipped in tasks/data/gpt2)."""
+  vocab_dir = vocab_dir or GPT2_DIR
   return BPEVocabulary(os.path.join(vocab_dir, "vocab.json"),
                        os.path.join(vocab_dir, "merges.txt"))
 
@@ -247,10 +249,28 @@ def from_dir(vocab_dir=None) -> BPEVocabulary:
   return gpt2_vocabulary(vocab_dir) if vocab_dir else demo_vocabulary()
 
 
-DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "wordnet")
+DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "opinions")
+
+
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+# GPT-2's vocab.json + merges.txt (OpenAI's files; tools/extract_gpt2_vocab.py).
+GPT2_DIR = os.path.join(DATA_DIR, "gpt2")
+
+
+def gpt2_dir() -> str:
+  """The directory of GPT-2's shipped vocabulary (gin: `@vocabulary.gpt2_dir()`)."""
+  return GPT2_DIR
+
+
+def data_file(name: str) -> str:
+  """Absolute path of a file shipped in tasks/data/, e.g. 'opinions/lm.train.jsonl.gz'."""
+  path = os.path.join(DATA_DIR, name)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"tasks/data/{name}: no such shipped file.")
+  return path
 
 
 def demo_vocabulary() -> BPEVocabulary:
-  """The small BPE shipped with the embedded WordNet default."""
+  """The small BPE shipped with the embedded default (`data/opinions`)."""
   return BPEVocabulary(os.path.join(DEMO_DIR, "vocab.json"),
                        os.path.join(DEMO_DIR, "merges.txt"))

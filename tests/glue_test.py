@@ -310,7 +310,7 @@ def test_local_twin_trains_both_objectives_and_scores_paper1k(small_glue, tmp_pa
   newest = max((model_dir / 'checkpoints').glob('[0-9]*'), key=lambda p: int(p.name))
   facts = json.loads((newest / 'run' / 'metadata').read_text())
   # Ids go to the task types this run uses (the local files' types), in
-  # GLUE's declared order; the WordNet default's types get none.
+  # GLUE's declared order; the embedded default's types get none.
   assert facts['task_types'] == [t for t in glue.TASK_TYPES if t in facts['task_types']]
   assert set(facts['trained_task_types']) == set(facts['task_types'])
   assert 'nli' in facts['trained_task_types']

@@ -25,7 +25,7 @@ from freelm_jax import Predictor
 from freelm_jax import trainer as trainer_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO_VOCAB = os.path.join(REPO, 'tasks', 'data', 'wordnet')
+DEMO_VOCAB = os.path.join(REPO, 'tasks', 'data', 'opinions')
 VOCAB, CONTEXT, D_MODEL = 101, 24, 32
 
 
@@ -195,3 +195,105 @@ def test_init_from_starts_a_new_run_from_gpt2_weights(hf_gpt2, tmp_path):
   assert head.shape == (2, D_MODEL, 5) and 0.015 < head.std() < 0.025
   assert state.params['wte']['embedding'].sharding == trainer.state_sharding.params['wte'][
       'embedding']
+
+
+# --- [sep]/[cls]: added tokens or plain text, decided from the checkpoint ------
+
+GPT2_DIR = os.path.join(REPO, 'tasks', 'data', 'gpt2')
+PROPOSITIONS = [
+    "i can tell you that there's no other reason to remember it. [sep] Here, the movie "
+    'review is emotionally negative. [cls]',
+    'A great film! [sep] Here, the movie review is emotionally positive. [cls]',
+    'The cat sat. [sep] The text means the same as: a cat was sitting. [cls]',
+]
+
+
+def official_freelm(path: str, vocab_size: int, added_markers: bool,
+                    tokenizer_json: bool = False) -> tuple:
+  """A random FreeLM-layout checkpoint with GPT-2's vocabulary as a 2023
+  `save_pretrained` wrote it (vocab.json, merges.txt; with `added_markers`
+  also added_tokens.json and special_tokens_map.json), or with
+  `tokenizer_json` as today's transformers writes it (tokenizer.json)."""
+  torch.manual_seed(3)
+  config = transformers.GPT2Config(vocab_size=vocab_size, n_positions=64, n_embd=D_MODEL,
+                                   n_layer=2, n_head=4)
+  model = transformers.GPT2LMHeadModel(config).eval()
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(0.1 * torch.randn_like(p))
+  mtc_head = torch.randn(2, D_MODEL, 3)
+  torch.save(dict(model.state_dict(), **{'mtc_head.weight': mtc_head}),
+             os.path.join(path, 'pytorch_model.bin'))
+  with open(os.path.join(path, 'config.json'), 'w') as f:
+    json.dump(dict(config.to_dict(), num_multi_task_labels='2,3'), f)
+  for name in ('vocab.json', 'merges.txt'):
+    subprocess.run(['cp', os.path.join(GPT2_DIR, name), path], check=True)
+  if added_markers:
+    with open(os.path.join(path, 'added_tokens.json'), 'w') as f:
+      json.dump({'[sep]': 50257, '[cls]': 50258}, f)
+    with open(os.path.join(path, 'special_tokens_map.json'), 'w') as f:
+      json.dump({'eos_token': '<|endoftext|>', 'additional_special_tokens': ['[sep]', '[cls]']}, f)
+  if tokenizer_json:
+    transformers.GPT2Tokenizer.from_pretrained(path).save_pretrained(path)
+    for name in ('vocab.json', 'merges.txt', 'added_tokens.json', 'special_tokens_map.json'):
+      if os.path.exists(os.path.join(path, name)):
+        os.remove(os.path.join(path, name))
+    assert os.path.exists(os.path.join(path, 'tokenizer.json'))
+
+  def p_true(texts):
+    """FreeLM's README: GPT2Tokenizer from the checkpoint dir, forward_for_mtc head 0."""
+    tokenizer = transformers.GPT2Tokenizer.from_pretrained(path)
+    return _reference_p_true(model, mtc_head, tokenizer, texts), tokenizer
+
+  return path, p_true
+
+
+def _reference_p_true(model, mtc_head, tokenizer, texts) -> np.ndarray:
+  out = []
+  with torch.no_grad():
+    for text in texts:  # one at a time: no padding in the reference
+      ids = torch.tensor([tokenizer(text)['input_ids']])
+      cls = model.transformer(ids).last_hidden_state[0, -1]
+      logits = torch.einsum('d,tdn->tn', cls, mtc_head)[0, :2]
+      out.append(torch.softmax(logits, -1)[1].item())
+  return np.array(out)
+
+
+@pytest.mark.parametrize('added_markers,tokenizer_json', [
+    (True, False), (False, False), (True, True)],
+    ids=['added_tokens', 'plain_text', 'added_tokens_in_tokenizer_json'])
+def test_official_freelm_markers_follow_the_checkpoint(tmp_path, added_markers, tokenizer_json):
+  path, p_true = official_freelm(str(tmp_path), 50259 if added_markers else 50257,
+                                 added_markers, tokenizer_json)
+  expected, tokenizer = p_true(PROPOSITIONS)
+  predictor = Predictor.from_pretrained(path, batch_size=2)  # two batches, one padded
+  assert predictor.markers_as_text
+  assert (predictor.sep_id, predictor.cls_id) == ((50257, 50258) if added_markers else (None, None))
+  for text in PROPOSITIONS:
+    instance, _, proposition = text.partition(' [sep] ')
+    assert predictor.encode_proposition(instance, proposition[:-len(' [cls]')]) == tokenizer(
+        text)['input_ids']
+  np.testing.assert_allclose(predictor.truth_probability_text(PROPOSITIONS), expected, atol=1e-4)
+  positive = PROPOSITIONS[0].replace('negative', 'positive')
+  _, probabilities = predictor.classify(PROPOSITIONS[0].split(' [sep] ')[0], {
+      'negative': 'Here, the movie review is emotionally negative.',
+      'positive': 'Here, the movie review is emotionally positive.'})
+  np.testing.assert_allclose([probabilities['negative'], probabilities['positive']],
+                             [expected[0], p_true([positive])[0][0]], atol=1e-4)
+
+
+def test_markers_declared_but_missing_from_the_embedding_is_one_clear_error(tmp_path):
+  path, _ = official_freelm(str(tmp_path), 50257, added_markers=True)
+  with pytest.raises(interop.CheckpointError, match=r'\[sep\] token id 50257, but the token '
+                     r'embedding has 50257 rows'):
+    Predictor.from_pretrained(path)
+
+
+def test_gpt2_checkpoint_without_tokenizer_files_gets_the_shipped_vocabulary(tmp_path):
+  path, _ = official_freelm(str(tmp_path), 50260, added_markers=False)
+  for name in ('vocab.json', 'merges.txt'):
+    os.remove(os.path.join(path, name))
+  predictor = Predictor.from_pretrained(path)  # 50260 rows: our appended [sep] [cls] [pad]
+  assert predictor.encode('Hello world') == [15496, 995]
+  assert (predictor.sep_id, predictor.cls_id, predictor.pad_id) == (50257, 50258, 50259)
+  assert not predictor.markers_as_text

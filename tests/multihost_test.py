@@ -20,7 +20,7 @@ TINY_RUN = [
     '--gin.network.ModelConfig.num_heads=2', '--gin.LM_BATCH_SIZE=8',
     '--gin.TEACHER_BATCH_SIZE=8', '--gin.LM_SEQ_LEN=32', '--gin.TEACHER_SEQ_LEN=24',
     '--gin.WARMUP_STEPS=2', '--gin.CHECKPOINT_EVERY=2', '--gin.train_lib.train.log_every=1',
-    "--gin.train_lib.DataConfig.eval_tasks=['wordnet_antonym']",
+    "--gin.train_lib.DataConfig.eval_tasks=['opinions_tweet_sentiment']",
 ]
 
 
@@ -177,10 +177,10 @@ def test_train_cli_two_processes_log_once_and_one_process_resumes(tmp_path):
   results = _launch([*train, '--gin.TRAIN_STEPS=4'], processes=2, devices=4)
   rows = [json.loads(line) for line in (model_dir / 'metrics.jsonl').read_text().splitlines()]
   assert [r['step'] for r in rows if r['kind'] == 'train'] == [1, 2, 3, 4]
-  assert [r['task'] for r in rows if r['kind'] == 'eval'] == ['wordnet_antonym']
-  assert rows[-1]['num_examples'] == 209
+  assert [r['task'] for r in rows if r['kind'] == 'eval' and 'accuracy' in r] == ['opinions_tweet_sentiment']
+  assert rows[-1]['num_examples'] == 500
   tables = [r.stdout[r.stdout.index('task '):] for r in results]
-  assert tables[0] == tables[1] and 'wordnet_antonym' in tables[0]  # both score the same
+  assert tables[0] == tables[1] and 'opinions_tweet_sentiment' in tables[0]  # both score the same
   assert '4' in os.listdir(model_dir / 'checkpoints')
   # One process, 8 devices, another mesh: resumes at step 4.
   one = _launch([*train, '--gin.TRAIN_STEPS=6', '--gin.FSDP_PARALLELISM=2',

@@ -19,7 +19,7 @@ from freelm_jax import network
 from freelm_jax import predictor as predictor_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO_VOCAB = os.path.join(REPO, 'tasks', 'data', 'wordnet')
+DEMO_VOCAB = os.path.join(REPO, 'tasks', 'data', 'opinions')
 CONFIG = network.ModelConfig(vocab_size=8192, num_layers=2, d_model=32, num_heads=4,
                              max_len=32, head_labels=(2, 5))
 

@@ -137,7 +137,7 @@ def snapshot_tasks(tmp_path_factory):
 
 
 @pytest.mark.parametrize('stream, name', [('lm', 'rel_lm'), ('teacher', 'rel_teacher'),
-                                          ('lm', 'wordnet_lm'), ('teacher', 'rel_generator')])
+                                          ('lm', 'opinions_lm'), ('teacher', 'rel_generator')])
 def test_input_stream_resumes_at_a_batch_from_its_snapshot(
     snapshot_tasks, tmp_path, monkeypatch, stream, name):
   from freelm_jax import input_pipeline  # pylint: disable=g-import-not-at-top
@@ -160,7 +160,7 @@ def test_input_stream_resumes_at_a_batch_from_its_snapshot(
   resumed = list(itertools.islice(batches(**kwargs, skip_batches=7, **state), 5))
   for got, want in zip(resumed, reference[7:], strict=True):
     assert all(np.array_equal(got[k], want[k]) for k in want)
-  checkpointable = name != 'rel_generator'  # JSONL (WordNet) is; a generator is not.
+  checkpointable = name != 'rel_generator'  # JSONL is; a generator is not.
   assert restored_counts == [6 if checkpointable else 0]
   done = sorted(f for f in os.listdir(tmp_path / 'iterators') if f.endswith('.done'))
   assert [int(f[:-5].rsplit('-', 1)[1]) for f in done] == ([3, 6, 9] if checkpointable else [])

@@ -12,7 +12,6 @@ import tasks
 from freelm_jax import input_pipeline
 from freelm_jax import prefetch
 from tasks import baseline
-from tasks import linear_probe
 from tasks import vocabulary
 
 VOCAB = vocabulary.demo_vocabulary()
@@ -129,19 +128,19 @@ def test_bad_rows_name_file_line_task_and_field(tmp_path):
 
 
 def test_unknown_task_lists_registered_ones():
-  with pytest.raises(ValueError, match='Unknown teacher task .nope.; registered: .*wordnet_hypernym'):
+  with pytest.raises(ValueError, match='Unknown teacher task .nope.; registered: .*opinions_movie_sentiment'):
     tasks.get_teacher_task('nope')
 
 
 def test_pipeline_errors_from_a_worker_arrive_as_one_line():
-  message = _error_of('wordnet_does_not_exist')
-  assert 'wordnet_does_not_exist' in message and '\n' not in message
+  message = _error_of('opinions_does_not_exist')
+  assert 'opinions_does_not_exist' in message and '\n' not in message
 
 
 def test_language_stream_packs_documents_with_eos_boundaries():
   with prefetch.ProcessIterator(
       'freelm_jax.input_pipeline.lm_batches',
-      dict(name='wordnet_lm', seq_len=128, batch_size=4, seed=0)) as stream:
+      dict(name='opinions_lm', seq_len=128, batch_size=4, seed=0)) as stream:
     batch = next(stream)
   assert batch['tokens'].shape == (4, 128)
   segments, tokens, targets = batch['segment_ids'], batch['tokens'], batch['targets']
@@ -160,29 +159,26 @@ def test_shortcut_baseline_uses_prior_and_overlap():
 
 
 def test_demo_data_is_registered_with_a_held_out_type():
-  assert set(tasks.wordnet.UNSEEN_TASKS).isdisjoint(tasks.wordnet.SEEN_TASKS)
-  mixture = seqio.get_mixture_or_task(tasks.wordnet.TEACHER_MIXTURE)
-  assert sorted(t.name for t in mixture.tasks) == sorted(tasks.wordnet.SEEN_TASKS)
+  assert set(tasks.opinions.HELD_OUT_TASKS).isdisjoint(tasks.opinions.TRAINED_TASKS)
+  mixture = seqio.get_mixture_or_task(tasks.opinions.TEACHER_MIXTURE)
+  assert sorted(t.name for t in mixture.tasks) == sorted(tasks.opinions.TRAINED_TASKS)
   assert VOCAB.pad_id == 0 and VOCAB.vocab_size == 8192
 
 
-def _planted_gloss_cue_examples(count, seed):
-  """Two targets, each true exactly half the time; the gloss names the true one's cue."""
+def _planted_word_examples(count, seed):
+  """Label 1 iff the instance holds 'great'; the rest is random words."""
   rng = np.random.default_rng(seed)
-  cues = {'animal': 'fur', 'tool': 'handle'}
+  words = [f'w{i}' for i in range(50)]
   examples = []
-  for i in range(count):
-    true, false = ('animal', 'tool') if i % 2 else ('tool', 'animal')
+  for _ in range(count):
     label = int(rng.integers(2))
-    options = [false, false]
-    options[label] = true
-    examples.append({'word': f'w{rng.integers(10**6)}', 'gloss': f'a thing with {cues[true]}',
-                     'option0': options[0], 'option1': options[1], 'label': label})
+    text = ' '.join(rng.choice(words, 6)) + (' great' if label else ' awful')
+    examples.append((text, ['negative', 'positive'], label))
   return examples
 
 
-def test_linear_probe_reads_gloss_pairs_not_balanced_priors():
-  train, held_out = _planted_gloss_cue_examples(200, 0), _planted_gloss_cue_examples(100, 1)
-  _, option_only = linear_probe.probe_accuracy(train, held_out, 'option')
-  _, with_gloss = linear_probe.probe_accuracy(train, held_out, 'gloss_pairs')
-  assert option_only < 0.65 and with_gloss > 0.95
+def test_bag_of_words_probe_reads_words_and_majority_counts_labels():
+  train, held_out = _planted_word_examples(200, 0), _planted_word_examples(100, 1)
+  assert baseline.bow_probe_accuracy(train, held_out) > 0.95
+  assert baseline.bow_probe_accuracy([t for t in train if t[2] == 1], held_out) is None
+  assert baseline.majority_accuracy([('a', [], 1), ('b', [], 1), ('c', [], 0)]) == 2 / 3

@@ -1,0 +1,57 @@
+"""The train CLI from another working directory: gin includes resolve, the
+console shows no library log lines, and the logs go to model_dir/train.log."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from freelm_jax import metrics as metrics_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    '--gin.network.ModelConfig.num_layers=1', '--gin.network.ModelConfig.d_model=32',
+    '--gin.network.ModelConfig.num_heads=2', '--gin.LM_BATCH_SIZE=8',
+    '--gin.TEACHER_BATCH_SIZE=8', '--gin.LM_SEQ_LEN=32', '--gin.TEACHER_SEQ_LEN=32',
+    '--gin.WARMUP_STEPS=1', '--gin.TRAIN_STEPS=2', '--gin.LM_EVAL_BATCHES=1',
+    '--gin.train_lib.DataConfig.eval_max_examples=2',
+]
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+  """Trains from a working directory on sys.path that holds `runs/`, `data/`
+  and `models/` folders (as the repository root does after `make demo`)."""
+  cwd = tmp_path_factory.mktemp('cwd')
+  for name in ('runs', 'data', 'models'):
+    (cwd / name).mkdir()
+  model_dir = cwd / 'runs' / 'model'
+  env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+  env['PYTHONPATH'] = os.pathsep.join([str(cwd), REPO])  # cwd on sys.path, like the repo root
+  result = subprocess.run(
+      [sys.executable, '-m', 'freelm_jax.train',
+       f'--gin_file={os.path.join(REPO, "gin", "base.gin")}', f'--model_dir={model_dir}',
+       *TINY], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+  return result, model_dir
+
+
+def test_train_cli_runs_from_another_working_directory(run):
+  result, model_dir = run
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Path not found' not in result.stderr
+  kinds = [r['kind'] for r in metrics_lib.read(model_dir)]
+  assert kinds.count('train') == 2 and 'eval' in kinds
+
+
+def test_train_cli_console_is_quiet_and_logs_to_file(run):
+  result, model_dir = run
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stderr.replace('\r', '\n').splitlines()
+  noisy = [l for l in lines if 'ERROR' in l or 'WARNING' in l or 'Warning' in l]
+  assert not noisy, noisy[:5]
+  assert any('2/2' in l and 'step' in l for l in lines)  # the progress bar
+  assert result.stdout.count('num_examples') == 1  # the final table, printed once
+  assert 'perplexity' in result.stdout
+  log = (model_dir / 'train.log').read_text()
+  assert 'Evaluation at step 2' in log
