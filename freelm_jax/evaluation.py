@@ -113,9 +113,8 @@ TEMPLATES = ('drawn', 'average')
 # append "In call to configurable ..." to every error raised while it runs,
 # and the CLIs print a data error as one clean line.
 @gin.configurable('evaluate', module='evaluation')
-def _settings(templates: str = 'drawn', probe: bool = False) -> dict:
-  """`probe`: also report a bag-of-words probe's accuracy (`reference_accuracies`)."""
-  return dict(templates=templates, probe=probe)
+def _settings(templates: str = 'drawn') -> dict:
+  return dict(templates=templates)
 
 
 def evaluate(score: ScoreFn, task_names: Sequence[str], split: str, seq_len: int,
@@ -123,10 +122,11 @@ def evaluate(score: ScoreFn, task_names: Sequence[str], split: str, seq_len: int
              modules: Sequence[str] = (), task_types: Optional[Sequence[str]] = None,
              max_examples: Optional[int] = None,
              templates: Optional[str] = None,
-             trained_tasks: Sequence[str] = ()) -> list[dict]:
+             trained_tasks: Sequence[str] = (), probe: bool = False) -> list[dict]:
   """One eval row per task: accuracy (plus the task's other metrics),
   num_examples, trained (the task is in `trained_tasks`), seen (its type is
-  in `trained_task_types`), baseline_accuracy (and probe_accuracy).
+  in `trained_task_types`), baseline_accuracy (and, with `probe`, the
+  bag-of-words probe's probe_accuracy: `reference_accuracies`).
 
   `task_types`: the task-type id order (a checkpoint's); `max_examples`: score
   only each task's first examples; `templates`: 'drawn' (each label with the
@@ -154,7 +154,7 @@ def evaluate(score: ScoreFn, task_names: Sequence[str], split: str, seq_len: int
         'num_examples': len(prediction['labels']) if prediction else 0,
         'trained': name in trained_tasks,
         'seen': tasks.get_teacher_task(name).task_type in trained_task_types,
-        **reference_accuracies(name, split, tuple(trained_tasks), _settings()['probe']),
+        **reference_accuracies(name, split, tuple(trained_tasks), probe),
     })
   return rows
 

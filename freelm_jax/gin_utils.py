@@ -149,8 +149,8 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str],
   (plan.py blocks the TensorFlow-importing `tasks` this way).
   """
   # A non-empty list makes gin skip failed imports; unknown configurables
-  # still fail, but for evaluation's settings (its module imports `tasks`).
-  skip = ['<failed imports only>', 'evaluation.evaluate'] if skip_failed_imports else False
+  # still fail (none is named in the list).
+  skip = ['<failed imports only>'] if skip_failed_imports else False
   for path in gin_files:
     try:
       gin.parse_config_file(_resolve(path), skip_unknown=skip)

@@ -59,6 +59,7 @@ class DataConfig:
   eval_batch_size: int = 256
   eval_max_examples: Optional[int] = None  # score only each task's first N examples
   lm_eval_batches: int = 64  # held-out LM batches per evaluation (0 = none)
+  eval_probe: bool = False  # also report a bag-of-words probe's accuracy
 
 
 @gin.configurable(module='train_lib')
@@ -237,7 +238,8 @@ def run_eval(trainer, params, data: DataConfig, step: int, trained: Sequence[str
                                 data.teacher_seq_len, data.eval_batch_size, trained,
                                 gin_utils.IMPORTED_MODULES, task_types=task_types,
                                 max_examples=data.eval_max_examples,
-                                trained_tasks=teacher_task_names(data.teacher_mixture))
+                                trained_tasks=teacher_task_names(data.teacher_mixture),
+                                probe=data.eval_probe)
   for row in rows:
     writer.write({'step': step, 'kind': 'eval', **row})
   logging.info('Evaluation at step %d:\n%s', step, evaluation.format_table(rows))
