@@ -347,13 +347,13 @@ def train(
   check_task_types(model_config, task_type_order(in_run))
   checkpoints.check_writable(model_dir)
   manager = checkpoints.create_manager(model_dir, checkpoint_every)
+  _log_file(model_dir)
   state, facts = restore_or_init(trainer, manager, seed, init_from)  # before writing
   finished = finished_evaluation(model_dir, int(state.step), train_steps)
   if finished:
     manager.close()
     return finished
   _write_config(model_dir)
-  _log_file(model_dir)
   writer = metrics_lib.MetricsWriter(model_dir)
   progress = console.Progress(writer, train_steps, int(state.step), jax.process_index() == 0)
   task_types = task_type_order(in_run, facts.get('task_types'))  # the checkpoint's ids

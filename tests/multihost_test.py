@@ -166,8 +166,10 @@ def test_two_processes_train_like_one_and_checkpoints_cross_over(tmp_path):
   np.testing.assert_allclose(one['resumed']['losses'], two['scratch']['losses'][3:], rtol=1e-4)
   np.testing.assert_allclose(back['resumed']['losses'], one['scratch']['losses'][3:], rtol=1e-4)
   for run in (one['scratch'], one['resumed'], back['resumed']):
+    # atol: a near-zero parameter (norm ~5e-5) differs by float rounding
+    # between the meshes' reduction orders.
     np.testing.assert_allclose(run['param_norms'], two['scratch']['param_norms'],
-                               rtol=1e-4, atol=1e-5)
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_train_cli_two_processes_log_once_and_one_process_resumes(tmp_path):
@@ -185,7 +187,7 @@ def test_train_cli_two_processes_log_once_and_one_process_resumes(tmp_path):
   # One process, 8 devices, another mesh: resumes at step 4.
   one = _launch([*train, '--gin.TRAIN_STEPS=6', '--gin.FSDP_PARALLELISM=2',
                  '--gin.train_lib.DataConfig.eval_tasks=[]'], processes=1, devices=8)[0]
-  assert 'Resumed from step 4' in one.stderr
+  assert 'Resumed from step 4' in (model_dir / 'train.log').read_text()
   rows = [json.loads(line) for line in (model_dir / 'metrics.jsonl').read_text().splitlines()]
   assert [r['step'] for r in rows if r['kind'] == 'train'] == [1, 2, 3, 4, 5, 6]
 
