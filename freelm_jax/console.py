@@ -122,7 +122,8 @@ class Progress:
     self._writer.write(row)
     if row.get('kind') == 'train':
       name = row['objective']
-      self._fields[name] = f"{row['loss']:.3f}"
+      if 'loss' in row:  # absent when every step of the window was skipped.
+        self._fields[name] = f"{row['loss']:.3f}"
       self._fields[f'{name} tok/s'] = _rate(row.get('tokens_per_s'))
       self._bar.set_postfix(self._fields, refresh=False)
 
