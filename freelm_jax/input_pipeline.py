@@ -133,6 +133,7 @@ def teacher_dataset(name: str, seq_len: int, split: str, shuffle: bool,
         sequence_length={'targets': seq_len}, split=split, shuffle=shuffle,
         seed=seed, num_epochs=num_epochs, trim_output_features=False,
         shard_info=_shard_info(shard_index, num_shards), use_cached=False)
+    ds = ds.unbatch()  # examples (shuffled) -> their propositions, kept adjacent
   if batch_size:
     ds = ds.batch(batch_size, drop_remainder=True)
   remap = tf.constant(task_type_remap(task_types), tf.int32)

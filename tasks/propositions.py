@@ -5,8 +5,12 @@ Each labelled example yields one proposition per candidate label,
     <instance> [sep] <proposition> [cls]
 
 and exactly the one for the example's own label is true. `register` turns a
-source plus str.format templates into a seqio Task whose examples are single
-propositions with the features
+source plus str.format templates into a seqio Task whose elements are
+labelled examples, each holding its P propositions (one per label) with the
+features below, each with a leading axis of size P. Shuffling thus moves
+examples, not propositions: the input pipeline unbatches them afterwards, so an
+example's true and false propositions meet in the same training batch (the truth
+is an interaction of instance and proposition; seen apart, they teach far less).
 
     targets     int32 [L]  instance tokens, [sep], proposition tokens, [cls],
                            padded with the vocabulary's [pad] to the sequence
@@ -248,10 +252,11 @@ def register(
 
 
 def _output_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
-  """`targets` plus the scalar proposition features (kept through mixtures)."""
+  """`targets` plus the per-proposition features (kept through mixtures),
+  each with a leading propositions-of-the-example axis."""
   scalar = lambda dtype: seqio.Feature(
-      seqio.PassThroughVocabulary(0), add_eos=False, dtype=dtype, rank=0)
-  return {'targets': seqio.Feature(vocabulary, add_eos=False),
+      seqio.PassThroughVocabulary(0), add_eos=False, dtype=dtype, rank=1)
+  return {'targets': seqio.Feature(vocabulary, add_eos=False, rank=2),
           'truth': scalar(tf.int32), 'task_type': scalar(tf.int32),
           'candidate': scalar(tf.int32), 'label': scalar(tf.int32), 'length': scalar(tf.int32),
           'example_id': scalar(tf.int64), 'template': scalar(tf.int32),
@@ -327,8 +332,8 @@ def _propositions(task: TeacherTask, vocabulary: seqio.Vocabulary,
   `targets` = instance [sep] proposition [cls], fitted to the length: when
   too long, the instance is cut first (from its end), then the proposition;
   `[sep]` and `[cls]` are always kept; then padded to the length (`length`
-  says how much is real). Works on batches of examples;
-  adds `example_id`, the example's position in its (unshuffled) split.
+  says how much is real). Works on batches of examples and yields one element
+  per example holding its propositions; adds `example_id`, the example's position in its (unshuffled) split.
   """
   per_label = list(task.propositions.values())
   # (candidate, template) of each proposition of an example, with every_template.
@@ -374,7 +379,7 @@ def _propositions(task: TeacherTask, vocabulary: seqio.Vocabulary,
                          _ragged_column(vocabulary.cls_id, total)], axis=1)
     candidate = tf.reshape(candidate, [-1])
     label = tf.gather(label_id, owner)
-    return {
+    flat = {
         'targets': targets.to_tensor(vocabulary.pad_id, shape=[None, length]),
         'length': tf.cast(targets.row_lengths(), tf.int32),
         'truth': tf.cast(candidate == label, tf.int32),
@@ -385,6 +390,9 @@ def _propositions(task: TeacherTask, vocabulary: seqio.Vocabulary,
         'template': tf.reshape(template, [-1]),
         'score': tf.gather(_score_tf(value, label_id), owner),
     }
+    # [examples, propositions, ...]: an example's propositions stay one element.
+    return {k: tf.reshape(v, tf.concat([[rows, count], tf.shape(v)[1:]], 0))
+            for k, v in flat.items()}
 
   def preprocess(dataset: tf.data.Dataset, sequence_length) -> tf.data.Dataset:
     length = sequence_length['targets']
@@ -406,4 +414,5 @@ def every_template_dataset(name: str, split: str, seq_len: int) -> tf.data.Datas
   seqio_task = seqio.get_mixture_or_task(name)
   vocabulary = seqio_task.output_features['targets'].vocabulary
   ds = seqio_task.source.get_dataset(split=split, shuffle=False)
-  return _propositions(task, vocabulary, every_template=True)(ds, {'targets': seq_len})
+  return _propositions(task, vocabulary, every_template=True)(
+      ds, {'targets': seq_len}).unbatch()

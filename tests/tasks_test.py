@@ -65,6 +65,18 @@ def test_each_example_yields_one_proposition_per_label_exactly_one_true(tmp_path
       assert p['task_type'] == tasks.task_types().index('test_nli')
 
 
+def test_shuffling_moves_examples_and_keeps_their_propositions_together(tmp_path):
+  rows = [dict(ROWS[i % 3], sentence1=f'Example number {i}.') for i in range(60)]
+  name = _register(_write_jsonl(tmp_path / 'nli.jsonl', rows), shuffle_buffer_size=100)
+  ds = input_pipeline.teacher_dataset(name, 32, 'validation', shuffle=True, seed=7,
+                                      num_epochs=1, batch_size=6)
+  ids = np.concatenate([b['example_id'] for b in ds.as_numpy_iterator()])
+  groups = ids.reshape(-1, 3)  # one row of three propositions per example
+  assert (groups == groups[:, :1]).all()
+  assert sorted(groups[:, 0]) == list(range(60))
+  assert list(groups[:, 0]) != list(range(60))
+
+
 def test_truncation_keeps_sep_proposition_and_cls(tmp_path):
   long = {'sentence1': 'word ' * 200, 'sentence2': 'short', 'label': 1}
   name = _register(_write_jsonl(tmp_path / 'long.jsonl.gz', [long], gz=True))
