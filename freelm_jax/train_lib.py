@@ -357,68 +357,109 @@ def train(
   On SIGTERM the run saves a checkpoint at the current step and returns [].
   """
   schedule = schedules.get(objective_schedule)
-  import tasks
-  from freelm_jax import metrics as metrics_lib
+  import tasks  # pylint: disable=unused-import  (registers the tasks)
   trainer = build_trainer(model_config, mesh, optimizer, train_steps, teacher_objective,
                           skip_nonfinite, extra_objectives)
   trainer.check_schedule(schedule)
   check_batch_sizes(data, trainer.mesh)
-  trained = trained_task_types(data.teacher_mixture)
   in_run = run_task_types(data)
   check_task_types(model_config, task_type_order(in_run))
   checkpoints.check_writable(model_dir)
-  manager = checkpoints.create_manager(model_dir, checkpoint_every)
-  _log_file(model_dir)
-  state, facts = restore_or_init(trainer, manager, seed, init_from)  # before writing
-  finished = finished_evaluation(model_dir, int(state.step), train_steps)
-  if finished:
-    manager.close()
-    return finished
-  _write_config(model_dir)
-  writer = metrics_lib.MetricsWriter(model_dir)
-  progress = console.Progress(writer, train_steps, int(state.step), jax.process_index() == 0)
-  task_types = task_type_order(in_run, facts.get('task_types'))  # the checkpoint's ids
-  check_task_types(model_config, task_types)
-  consumed = facts.get('batches') or trainer.stream_counts(schedule, int(state.step))
-  run_facts = lambda: {'batches': dict(consumed),
-                       'schedule': schedule.name or type(schedule).__name__,
-                       'task_types': task_types,
-                       'trained_task_types': trained}
+  with _Run(trainer, schedule, data, model_dir, train_steps, eval_every) as run:
+    state, facts = run.restore(checkpoint_every, seed, init_from)
+    finished = finished_evaluation(model_dir, int(state.step), train_steps)
+    if finished:
+      return finished
+    run.begin(int(state.step), facts, in_run)
+    state, preempted = run.steps(state, seed, log_every, checkpoint_every)
+    rows = [] if preempted else run.evaluate(int(state.step), state.params)
+  if preempted:
+    logging.warning('Preempted: saved the checkpoint at step %d; re-run the same '
+                    'command to resume.', int(state.step))
+  return rows
 
-  evaluate = lambda step, params: progress.evaluation(lambda: run_eval(
-      trainer, params, data, step, trained, progress, task_types))
 
-  def after_step(step: int, state: trainer_lib.TrainState) -> None:
-    checkpoints.save(manager, step, state, run_facts())
-    progress.step(step)
-    if eval_every and step % eval_every == 0 and step < train_steps:
-      evaluate(step, state.params)
+class _Run:
+  """One run's checkpoint manager, metrics writer and input workers (closed
+  when the run ends, however it ends) and the bookkeeping its steps share."""
 
-  streams = open_streams(data, schedule, consumed, seed, trainer, task_types,
-                         os.path.join(model_dir, 'iterators'), checkpoint_every)
-  with progress:
+  def __init__(self, trainer: trainer_lib.Trainer, schedule: schedules.Schedule,
+               data: DataConfig, model_dir: str, train_steps: int, eval_every: int):
+    self.trainer, self.schedule, self.data = trainer, schedule, data
+    self.model_dir, self.train_steps, self.eval_every = model_dir, train_steps, eval_every
+    self._resources = contextlib.ExitStack()
+    self.manager = self.progress = None
+    self.consumed, self.task_types, self.trained = {}, [], []
+
+  def __enter__(self) -> '_Run':
+    return self
+
+  def __exit__(self, error_type, *_) -> None:
+    if error_type is None:
+      self._resources.close()
+      return
+    with contextlib.suppress(Exception):  # the error raised is the one to report.
+      self._resources.close()
+
+  def restore(self, checkpoint_every: int, seed: int, init_from: Optional[str]):
+    """Opens the manager and the log file; (state, run facts) as `restore_or_init`."""
+    self.manager = self._resources.enter_context(contextlib.closing(
+        checkpoints.create_manager(self.model_dir, checkpoint_every)))
+    _log_file(self.model_dir)  # before restoring: the resume line reaches it.
+    return restore_or_init(self.trainer, self.manager, seed, init_from)
+
+  def begin(self, step: int, facts: dict, in_run: Collection[str]) -> None:
+    """Writes the config, opens the metrics writer and progress display, and
+    takes the task-type ids and batches consumed from the checkpoint's facts."""
+    from freelm_jax import metrics as metrics_lib
+    _write_config(self.model_dir)
+    writer = self._resources.enter_context(contextlib.closing(
+        metrics_lib.MetricsWriter(self.model_dir)))
+    self.progress = self._resources.enter_context(console.Progress(
+        writer, self.train_steps, step, jax.process_index() == 0))
+    self.task_types = task_type_order(in_run, facts.get('task_types'))  # the checkpoint's ids
+    check_task_types(self.trainer.module.config, self.task_types)
+    self.trained = trained_task_types(self.data.teacher_mixture)
+    self.consumed = facts.get('batches') or self.trainer.stream_counts(self.schedule, step)
+
+  def facts(self) -> dict:
+    """What a checkpoint records beside the state."""
+    return {'batches': dict(self.consumed),
+            'schedule': self.schedule.name or type(self.schedule).__name__,
+            'task_types': self.task_types, 'trained_task_types': self.trained}
+
+  def evaluate(self, step: int, params) -> list[dict]:
+    return self.progress.evaluation(lambda: run_eval(
+        self.trainer, params, self.data, step, self.trained, self.progress,
+        self.task_types))
+
+  def after_step(self, step: int, state: trainer_lib.TrainState) -> None:
+    checkpoints.save(self.manager, step, state, self.facts())
+    self.progress.step(step)
+    if self.eval_every and step % self.eval_every == 0 and step < self.train_steps:
+      self.evaluate(step, state.params)
+
+  def steps(self, state, seed: int, log_every: int,
+            checkpoint_every: int) -> tuple[trainer_lib.TrainState, bool]:
+    """Trains to `train_steps` and saves; (state, whether it was preempted)."""
+    streams = open_streams(self.data, self.schedule, self.consumed, seed, self.trainer,
+                           self.task_types, os.path.join(self.model_dir, 'iterators'),
+                           checkpoint_every)
     try:
-      with checkpoints.Preemption(manager) as preemption:
-        state, preempted = _loop(trainer, state, streams, schedule, train_steps,
-                                 consumed, log_every, progress, after_step,
-                                 manager.should_save, preemption)
-        end = int(state.step)
-        checkpoints.save(manager, end, state, run_facts(), force=True)
-        checkpoints.finish(manager)
+      with checkpoints.Preemption(self.manager) as preemption:
+        state, preempted = _loop(self.trainer, state, streams, self.schedule,
+                                 self.train_steps, self.consumed, log_every, self.progress,
+                                 self.after_step, self.manager.should_save, preemption)
+        checkpoints.save(self.manager, int(state.step), state, self.facts(), force=True)
+        checkpoints.finish(self.manager)
     except BaseException:
       with contextlib.suppress(Exception):  # the error raised is the one to report.
-        manager.wait_until_finished()  # lets a save in flight commit.
+        self.manager.wait_until_finished()  # lets a save in flight commit.
       raise
     finally:
       for stream in streams.values():
         stream.close()
-    rows = [] if preempted else evaluate(end, state.params)
-  if preempted:
-    logging.warning('Preempted: saved the checkpoint at step %d; re-run the same '
-                    'command to resume.', end)
-  writer.close()
-  manager.close()
-  return rows
+    return state, preempted
 
 
 def finished_evaluation(model_dir: str, step: int, train_steps: int) -> list[dict]:
