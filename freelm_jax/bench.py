@@ -3,9 +3,10 @@ r"""Step benchmark: tokens/s, step time, MFU and memory of each train step.
   python -m freelm_jax.bench --gin_file=gin/base.gin [--gin_file=gin/models/freelm_0.3b.gin]
       [--gin.LM_BATCH_SIZE=16 --gin.LM_SEQ_LEN=1024 ...] [--steps=20]
 
-Prints one JSON line per objective ('lm', 'teacher') and one for the
-'parity'-mixed run (the two steps alternating, as in training), with
-`tokens_per_s`, `step_ms`, `mfu`, `compile_s`, `peak_memory_bytes`, `config`
+Prints one JSON line per objective of the schedule (OBJECTIVE_SCHEDULE; 'lm'
+and 'teacher' for 'parity') and, for a schedule of several objectives, one
+named after it for their mix (the steps in the schedule's order, as in
+training), with `tokens_per_s`, `step_ms`, `mfu`, `compile_s`, `peak_memory_bytes`, `config`
 and `device`. Batches are synthetic (random tokens, full-length rows), so
 neither TensorFlow nor seqio is imported: gin's `import tasks` is skipped.
 
@@ -44,8 +45,8 @@ flags.DEFINE_integer('teacher_pack_len', 0, 'Pack the synthetic teacher proposit
                      'into rows of this many tokens (0: one proposition per row).')
 flags.DEFINE_integer('teacher_min_len', 64, 'Shortest packed proposition.')
 flags.DEFINE_bool('lm_segment_ids', True, 'Give the LM batch segment_ids (packed-row masking).')
-flags.DEFINE_list('objectives', ['lm', 'teacher'], 'Steps to time; the parity mix is timed '
-                  'when both are.')
+flags.DEFINE_list('objectives', None, 'Steps to time (default: the schedule\'s objectives); '
+                  'the schedule\'s mix is timed when all of them are.')
 flags.DEFINE_string('label', '', 'A name for this run, recorded in `config`.')
 FLAGS = flags.FLAGS
 
@@ -116,10 +117,10 @@ def _packed_teacher(rng, head_labels, vocab_size: int, rows: int, row_len: int,
   return batch
 
 
-def real_tokens_and_context(objective: str, batch: dict, seq_len: int) -> tuple:
+def real_tokens_and_context(batch: dict, seq_len: int) -> tuple:
   """(tokens the step learns from, their mean attention context length)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  if objective == 'teacher' and 'cls_index' in batch:
+  if 'cls_index' in batch:  # packed teacher propositions
     segment_ids = np.asarray(batch['segment_ids'])
     tokens = int((segment_ids > 0).sum())
     return tokens, tokens / int((np.asarray(batch['weights']) > 0).sum())
@@ -147,21 +148,18 @@ def peak_memory_bytes(device, compiled) -> int:
 
 
 def bench() -> list:
-  """Compiles and times both steps and their parity mix; one dict per line."""
+  """Compiles and times each step and the schedule's mix; one dict per line."""
   # pylint: disable=g-import-not-at-top
   import jax
-  import numpy as np
   from freelm_jax import train_lib
-  model_config, data, trainer = train_lib.trainer_without_data(
+  model_config, data, trainer, schedule = train_lib.trainer_without_data(
       FLAGS.gin_file, FLAGS.gin_bindings, train_steps=1000)
   state = trainer.init_state(0)
-  decoder_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params['decoder'])))
   local = synthetic_batches(data, model_config.head_labels, model_config.vocab_size,
                             trainer.data_shard[1], teacher_pack_len=FLAGS.teacher_pack_len,
                             teacher_min_len=FLAGS.teacher_min_len,
                             lm_segment_ids=FLAGS.lm_segment_ids)
   device = jax.devices()[0]
-  peak = peak_flops(device)
   config = {'label': FLAGS.label, 'gin_files': FLAGS.gin_file,
             'gin_bindings': FLAGS.gin_bindings,
             'model': accounting.model_summary(model_config),
@@ -172,50 +170,79 @@ def bench() -> list:
             'mesh': dict(trainer.mesh.shape)}
   info = {'kind': device.device_kind, 'platform': device.platform,
           'count': jax.device_count(), 'jax': jax.__version__}
+  timer = _StepTimer(trainer, model_config, data, local, device, state.params)
   steps, results = {}, []
-  lengths = {'lm': data.lm_seq_len, 'teacher': data.teacher_seq_len}
-  for objective in FLAGS.objectives:
-    if objective not in lengths:
-      raise ValueError(f'--objectives: unknown objective {objective!r} (lm, teacher)')
-    seq_len = lengths[objective]
-    batch = trainer.shard_batch(local[objective])
+  for objective in FLAGS.objectives or schedule.objectives:
+    if objective not in trainer.objectives:
+      raise ValueError(f'--objectives: unknown objective {objective!r} '
+                       f'({", ".join(trainer.objectives)})')
+    state, steps[objective], row = timer.time(objective, state)
+    results.append(row)
+  if len(schedule.objectives) > 1 and set(schedule.objectives) <= set(steps):
+    results.append(schedule_result(trainer, state, schedule, steps, local, results,
+                                   timer.peak))
+  return [dict(r, config=config, device=info) for r in results]
+
+
+class _StepTimer:
+  """Compiles and times one objective's step on its synthetic batch."""
+
+  def __init__(self, trainer, model_config, data, local: dict, device, params):
+    import jax  # pylint: disable=g-import-not-at-top
+    self.trainer, self.model_config, self.local, self.device = (
+        trainer, model_config, local, device)
+    self.seq_lens = {'lm': data.lm_seq_len, 'teacher': data.teacher_seq_len}
+    self.peak = peak_flops(device)
+    self.decoder_params = int(sum(x.size for x in jax.tree.leaves(params['decoder'])))
+
+  def time(self, objective: str, state) -> tuple:
+    """(state after the timed steps, the compiled step, its result row)."""
+    import jax  # pylint: disable=g-import-not-at-top
+    stream = self.trainer.objectives[objective].stream
+    batch = self.trainer.shard_batch(self.local[stream])
     start = time.perf_counter()
-    steps[objective] = trainer.compile_step(objective, state, batch)
+    step = self.trainer.compile_step(objective, state, batch)
     compile_s = time.perf_counter() - start
-    state, _ = time_steps(steps[objective], state, [batch], FLAGS.warmup_steps)
-    state, seconds = time_steps(steps[objective], state, [batch], FLAGS.steps)
-    tokens, context = real_tokens_and_context(objective, local[objective], seq_len)
-    tokens *= trainer.data_shard[1]
-    flops = accounting.flops_per_token(model_config, decoder_params, objective, context)
+    state, _ = time_steps(step, state, [batch], FLAGS.warmup_steps)
+    state, seconds = time_steps(step, state, [batch], FLAGS.steps)
+    tokens, context = real_tokens_and_context(self.local[stream], self.seq_lens[stream])
+    tokens *= self.trainer.data_shard[1]
+    flops = accounting.flops_per_token(self.model_config, self.decoder_params, objective,
+                                       context)
     tokens_per_s = tokens * FLAGS.steps / seconds
-    results.append({
+    peak = None if self.peak is None else self.peak * jax.device_count()
+    return state, step, {
         'objective': objective, 'batch_size': batch['tokens'].shape[0],
         'seq_len': batch['tokens'].shape[1], 'mean_context': round(context, 1),
         'batch_tokens': tokens, 'tokens_per_s': round(tokens_per_s, 1),
         'step_ms': round(1e3 * seconds / FLAGS.steps, 3),
         'model_flops_per_token': flops,
-        'mfu': None if peak is None else round(tokens_per_s * flops / (peak * jax.device_count()), 4),
+        'mfu': None if peak is None else round(tokens_per_s * flops / peak, 4),
         'compile_s': round(compile_s, 2),
-        'peak_memory_bytes': peak_memory_bytes(device, steps[objective]),
-    })
-  if set(steps) == {'lm', 'teacher'}:
-    results.append(parity_result(trainer, state, steps, local, results, peak))
-  return [dict(r, config=config, device=info) for r in results]
+        'peak_memory_bytes': peak_memory_bytes(self.device, step),
+    }
 
 
-def parity_result(trainer, state, steps: dict, local: dict, results: list,
-                  peak) -> dict:
-  """Times the two steps alternating (lm, teacher, lm, ...) as a 'parity' run
-  does; `slowdown` compares with the separately timed steps' mean."""
+def schedule_result(trainer, state, schedule, steps: dict, local: dict, results: list,
+                    peak) -> dict:
+  """Times the steps in the schedule's order (lm, teacher, lm, ... for
+  'parity'), FLAGS.steps per objective; `slowdown` compares with the
+  separately timed steps."""
   import jax  # pylint: disable=g-import-not-at-top
-  batches = {k: trainer.shard_batch(v) for k, v in local.items()}
-  parity_step = lambda s, objective: steps[objective](s, batches[objective])
-  _, seconds = time_steps(parity_step, state, ['lm', 'teacher'], 2 * FLAGS.steps)
-  tokens = sum(r['batch_tokens'] for r in results) * FLAGS.steps
-  flops = sum(r['batch_tokens'] * r['model_flops_per_token'] for r in results) * FLAGS.steps
-  separate = FLAGS.steps * sum(r['step_ms'] for r in results) * 1e-3
-  return {'objective': 'parity', 'tokens_per_s': round(tokens / seconds, 1),
-          'step_ms': round(1e3 * seconds / (2 * FLAGS.steps), 3),
+  num_steps = len(schedule.objectives) * FLAGS.steps
+  order = [schedule.objective(i) for i in range(num_steps)]
+  counts = schedule.counts(num_steps)
+  batches = {o: trainer.shard_batch(local[trainer.objectives[o].stream]) for o in counts}
+  mixed_step = lambda s, objective: steps[objective](s, batches[objective])
+  _, seconds = time_steps(mixed_step, state, order, num_steps)
+  by_objective = {r['objective']: r for r in results}
+  tokens = sum(by_objective[o]['batch_tokens'] * n for o, n in counts.items())
+  flops = sum(by_objective[o]['batch_tokens'] * by_objective[o]['model_flops_per_token'] * n
+              for o, n in counts.items())
+  separate = sum(by_objective[o]['step_ms'] * n for o, n in counts.items()) * 1e-3
+  return {'objective': schedule.name or type(schedule).__name__,
+          'tokens_per_s': round(tokens / seconds, 1),
+          'step_ms': round(1e3 * seconds / num_steps, 3),
           'slowdown_vs_separate_steps': round(seconds / separate - 1, 4),
           'mfu': None if peak is None else round(flops / seconds / (peak * jax.device_count()), 4)}
 

@@ -22,10 +22,11 @@ from absl import logging
 
 from freelm_jax import console
 from freelm_jax import gin_utils
+from freelm_jax import schedules as schedules_lib
 
 console.quiet_environment()  # before TensorFlow and JAX load
 
-SCHEDULES = ('parity', 'lm_only', 'teacher_only')
+SCHEDULES = tuple(s.name for s in schedules_lib.BUILT_IN)
 
 gin_utils.define_flags()
 flags.DEFINE_string('output_dir', 'runs/compare', 'One model_dir per schedule goes here.')

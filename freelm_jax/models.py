@@ -1,8 +1,11 @@
 """FreeLM's two objectives around the network: language and teacher losses.
 
 An objective is a small object the trainer is handed: it knows how to turn a
-batch into a scalar loss plus metrics, and how many tokens a batch holds. A new
-teacher objective is a new `Objective`, never an edit of the trainer or loop.
+batch into a scalar loss plus metrics, and how many tokens a batch holds; its
+`stream` names the input stream its batches come from ('lm' or 'teacher'). A
+new objective is a new `Objective` (bound into `train_lib.train`'s
+`extra_objectives`) plus a schedule that uses it (`schedules.py`), never an
+edit of the trainer or loop.
 
 Batches are dicts of arrays:
   language: `tokens`, `targets`, `positions`, `segment_ids`, `weights` [B, T]
@@ -32,7 +35,8 @@ TASK_TYPE_HEAD = 1
 class Objective(Protocol):
   """What the trainer needs of an objective."""
 
-  name: str
+  name: str  # the key schedules use
+  stream: str  # the input stream of its batches: 'lm' or 'teacher'
 
   def loss(self, module: network.FreeLM, params: Any,
            batch: Batch) -> tuple[Array, dict[str, Array]]:
@@ -59,6 +63,7 @@ class LanguageObjective:
 
   logits_chunk: int = 0
   name: str = 'lm'
+  stream: str = 'lm'
 
   def loss(self, module, params, batch):
     hidden_BTD = module.apply({'params': params}, batch['tokens'], batch['positions'],
@@ -151,6 +156,7 @@ class TeacherObjective:
 
   task_type_weight: float = 0.5
   name: str = 'teacher'
+  stream: str = 'teacher'
 
   def loss(self, module, params, batch):
     if 'cls_index' in batch:  # packed: [B, K] propositions, flattened.

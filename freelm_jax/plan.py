@@ -1,5 +1,6 @@
-r"""Memory and FLOPs planning: compiles both train steps ahead of time for a
-config and mesh on virtual CPU devices, and prints JSON.
+r"""Memory and FLOPs planning: compiles the train step of each objective of the
+schedule (OBJECTIVE_SCHEDULE) ahead of time for a config and mesh on virtual
+CPU devices, and prints JSON.
 
   python -m freelm_jax.plan --gin_file=gin/base.gin --gin_file=gin/models/gpt2_1.5b.gin \
       --num_devices=8 [--gin.FSDP_PARALLELISM=8 ...] [--device_memory_gib=16]
@@ -35,7 +36,7 @@ SCANNED_FLOPS_NOTE = (
 
 
 def abstract_batches(data, sharding) -> dict:
-  """ShapeDtypeStructs of one global batch per objective (input_pipeline's layout)."""
+  """ShapeDtypeStructs of one global batch per stream (input_pipeline's layout)."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, np.dtype(dtype), sharding=sharding)
@@ -71,32 +72,22 @@ def compiled_flops(compiled):
 
 
 def plan() -> dict:
-  """Builds the trainer from the parsed gin config and compiles both steps."""
+  """Builds the trainer from the parsed gin config and compiles the schedule's steps."""
   # pylint: disable=g-import-not-at-top
   import jax
   import numpy as np
   from freelm_jax import train_lib
-  model_config, data, trainer = train_lib.trainer_without_data(FLAGS.gin_file,
-                                                               FLAGS.gin_bindings)
+  model_config, data, trainer, schedule = train_lib.trainer_without_data(
+      FLAGS.gin_file, FLAGS.gin_bindings)
   state = trainer.abstract_state()
   count = lambda tree: int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
-  decoder_params = count(state.params['decoder'])
   batches = abstract_batches(data, trainer.batch_sharding)
+  seq_lens = {'lm': data.lm_seq_len, 'teacher': data.teacher_seq_len}
   steps = {}
-  for objective, seq_len in (('lm', data.lm_seq_len), ('teacher', data.teacher_seq_len)):
-    compiled = trainer.compile_step(objective, state, batches[objective])
-    tokens = batches[objective]['tokens'].shape[0] * seq_len
-    flops = compiled_flops(compiled)
-    mem = memory(compiled)
-    steps[objective] = {
-        'batch_size': batches[objective]['tokens'].shape[0], 'seq_len': seq_len,
-        'memory_per_device': mem,
-        'fits_device_memory': mem['peak_gib'] <= FLAGS.device_memory_gib,
-        'flops_per_token_formula': accounting.flops_per_token(
-            model_config, decoder_params, objective, seq_len),
-        'flops_per_token_compiled': (None if flops is None else
-                                     flops * jax.device_count() / tokens),
-    }
+  for objective in schedule.objectives:
+    stream = trainer.objectives[objective].stream
+    steps[objective] = plan_step(trainer, state, objective, batches[stream],
+                                 seq_lens[stream], model_config, count(state.params['decoder']))
   return {
       'gin_files': FLAGS.gin_file, 'gin_bindings': FLAGS.gin_bindings,
       'model': accounting.model_summary(model_config),
@@ -108,6 +99,25 @@ def plan() -> dict:
       'fits': all(s['fits_device_memory'] for s in steps.values()),
       'steps': steps,
       **({'flops_note': SCANNED_FLOPS_NOTE} if model_config.scan_layers else {}),
+  }
+
+
+def plan_step(trainer, state, objective: str, batch: dict, seq_len: int, model_config,
+              decoder_params: int) -> dict:
+  """Memory and FLOPs of `objective`'s step compiled for an abstract batch."""
+  import jax  # pylint: disable=g-import-not-at-top
+  compiled = trainer.compile_step(objective, state, batch)
+  tokens = batch['tokens'].shape[0] * seq_len
+  flops = compiled_flops(compiled)
+  mem = memory(compiled)
+  return {
+      'batch_size': batch['tokens'].shape[0], 'seq_len': seq_len,
+      'memory_per_device': mem,
+      'fits_device_memory': mem['peak_gib'] <= FLAGS.device_memory_gib,
+      'flops_per_token_formula': accounting.flops_per_token(
+          model_config, decoder_params, objective, seq_len),
+      'flops_per_token_compiled': (None if flops is None else
+                                   flops * jax.device_count() / tokens),
   }
 
 

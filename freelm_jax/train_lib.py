@@ -1,21 +1,22 @@
 """The training loop: it only orchestrates data, steps, logging, checkpoints.
 
-Step numbers count updates from 0; with the 'parity' schedule step 0 trains on
-language, step 1 on the teacher signal, and so on. Re-running on the same
-model_dir resumes from the newest checkpoint; each stream then continues after
-the batches it already consumed, from its newest iterator snapshot (the
-pipelines are seeded, so the resumed run sees the batches an uninterrupted run
-would). SIGTERM saves the current step and returns; a non-finite step stops
+Step numbers count updates from 0; a `schedules.Schedule` picks each step's
+objective (with 'parity', step 0 trains on language, step 1 on the teacher
+signal, and so on). Re-running on the same model_dir resumes from the newest
+checkpoint; each stream then continues after the batches it already consumed,
+from its newest iterator snapshot (the pipelines are seeded, so the resumed run
+sees the batches an uninterrupted run would). SIGTERM saves the current step and returns; a non-finite step stops
 the run before it is checkpointed (or is skipped, with `skip_nonfinite`).
 """
 
 import contextlib
 import dataclasses
+import inspect
 import math
 import os
 import sys
 import time
-from typing import Callable, Collection, Optional, Sequence
+from typing import Any, Callable, Collection, Optional, Sequence, Union
 
 from absl import logging
 import gin
@@ -30,6 +31,7 @@ from freelm_jax import models
 from freelm_jax import network
 from freelm_jax import partitioning
 from freelm_jax import prefetch
+from freelm_jax import schedules
 from freelm_jax import storage
 from freelm_jax import trainer as trainer_lib
 # `tasks`, `evaluation` and `metrics` import TensorFlow: they are imported where
@@ -41,6 +43,8 @@ ModelConfig = gin.external_configurable(network.ModelConfig, module='network')
 TeacherObjective = gin.external_configurable(models.TeacherObjective, module='models')
 LanguageObjective = gin.external_configurable(models.LanguageObjective, module='models')
 create_optimizer = gin.external_configurable(trainer_lib.create_optimizer, module='trainer')
+for _schedule in (*schedules.BUILT_IN, schedules.Cycle):
+  gin.external_configurable(_schedule, module='schedules')
 
 
 @gin.configurable(module='train_lib')
@@ -75,18 +79,22 @@ class MeshConfig:
 def build_trainer(model_config: network.ModelConfig, mesh_config: MeshConfig,
                   optimizer_factory: Callable, train_steps: int,
                   teacher_objective: models.TeacherObjective,
-                  skip_nonfinite: bool = False) -> trainer_lib.Trainer:
-  """The Trainer for a model, mesh and optimizer."""
+                  skip_nonfinite: bool = False,
+                  extra_objectives: Sequence[models.Objective] = ()) -> trainer_lib.Trainer:
+  """The Trainer for a model, mesh and optimizer; its objectives are 'lm',
+  'teacher' and `extra_objectives`, each under its `name`."""
   optimizer, schedule = optimizer_factory(total_steps=train_steps)
   mesh = partitioning.create_mesh(mesh_config.data, mesh_config.fsdp, mesh_config.tensor)
-  objectives = {'lm': LanguageObjective(), 'teacher': teacher_objective}
+  objectives = {o.name: o for o in (LanguageObjective(), teacher_objective,
+                                    *extra_objectives)}
   return trainer_lib.Trainer(network.FreeLM(model_config), optimizer, schedule,
                              objectives, mesh, skip_nonfinite=skip_nonfinite)
 
 
 def trainer_without_data(gin_files: Sequence[str], bindings: Sequence[str],
                          train_steps: int = 1) -> tuple:
-  """(model_config, data_config, trainer) from gin files, with no data layer.
+  """(model_config, data_config, trainer, schedule) from gin files, with no
+  data layer: the objectives and schedule are those bound to `train`.
 
   gin's `import tasks` is skipped (it would import TensorFlow), so `plan` and
   `bench` run where only JAX is installed; the batch sizes are checked.
@@ -94,10 +102,20 @@ def trainer_without_data(gin_files: Sequence[str], bindings: Sequence[str],
   sys.modules['tasks'] = None  # gin's `import tasks` fails, and is skipped.
   gin_utils.parse(gin_files, bindings, skip_failed_imports=True)
   model_config, data = ModelConfig(), DataConfig()
-  trainer = build_trainer(model_config, MeshConfig(), create_optimizer, train_steps,
-                          TeacherObjective())
+  schedule = schedules.get(_bound_to_train('objective_schedule'))
+  trainer = build_trainer(
+      model_config, MeshConfig(), create_optimizer, train_steps,
+      _bound_to_train('teacher_objective'),
+      extra_objectives=_bound_to_train('extra_objectives'))
+  trainer.check_schedule(schedule)
   check_batch_sizes(data, trainer.mesh)
-  return model_config, data, trainer
+  return model_config, data, trainer, schedule
+
+
+def _bound_to_train(name: str) -> Any:
+  """The value gin binds to `train`'s argument `name`, else its default."""
+  bound = gin.get_bindings(train)
+  return bound[name] if name in bound else inspect.signature(train).parameters[name].default
 
 
 def teacher_task_names(mixture: str) -> list[str]:
@@ -168,38 +186,36 @@ def _params_from(path: str, trainer: trainer_lib.Trainer, params):
       fitted, params)
 
 
-def open_streams(data: DataConfig, schedule: str, consumed: dict, seed: int,
-                 data_shard: tuple[int, int],
+def open_streams(data: DataConfig, schedule: schedules.Schedule, consumed: dict,
+                 seed: int, trainer: trainer_lib.Trainer,
                  task_types: Optional[Sequence[str]] = None,
                  state_dir: Optional[str] = None, snapshot_steps: int = 0) -> dict:
-  """The streams the schedule uses, past the batches already `consumed`.
+  """The streams the schedule's objectives read, past the batches already
+  `consumed` (stream -> batches).
 
   With `state_dir`, each worker snapshots its iterator there as often as
   every `snapshot_steps` steps feed it (`input_pipeline.IteratorSnapshots`).
 
   Each runs in its own worker process and yields this host's rows: input
-  shard `data_shard` = (index, count) of the seqio datasets (`Trainer.data_shard`).
+  shard `trainer.data_shard` = (index, count) of the seqio datasets.
   """
-  shards = dict(shard_index=data_shard[0], num_shards=data_shard[1])
-  per_host = lambda size: _per_host(size, shards['num_shards'])
+  index, num_shards = trainer.data_shard
   specs = {
       'lm': ('lm_batches', data.lm_task, data.lm_seq_len, data.lm_batch_size),
       'teacher': ('teacher_batches', data.teacher_mixture, data.teacher_seq_len,
                   data.teacher_batch_size)}
-  used = {'parity': ('lm', 'teacher'), 'lm_only': ('lm',),
-          'teacher_only': ('teacher',)}[schedule]
   streams = {}
-  for objective in used:
-    function, name, seq_len, batch_size = specs[objective]
-    every = trainer_lib.objective_counts(snapshot_steps, schedule)[objective]
+  for stream, every in trainer.stream_counts(schedule, snapshot_steps).items():
+    function, name, seq_len, batch_size = specs[stream]
     snapshots = dict(
-        state_dir=os.path.join(state_dir, f'{objective}.process{jax.process_index()}'),
+        state_dir=os.path.join(state_dir, f'{stream}.process{jax.process_index()}'),
         snapshot_every=every, keep_snapshots=5 + 10 // max(every, 1)) if state_dir else {}
-    streams[objective] = prefetch.ProcessIterator(
+    streams[stream] = prefetch.ProcessIterator(
         f'freelm_jax.input_pipeline.{function}',
-        dict(name=name, seq_len=seq_len, batch_size=per_host(batch_size), seed=seed,
-             skip_batches=consumed.get(objective, 0), **shards, **snapshots,
-             **({'task_types': list(task_types)} if task_types and objective == 'teacher'
+        dict(name=name, seq_len=seq_len, batch_size=_per_host(batch_size, num_shards),
+             seed=seed, skip_batches=consumed.get(stream, 0), shard_index=index,
+             num_shards=num_shards, **snapshots,
+             **({'task_types': list(task_types)} if task_types and stream == 'teacher'
                 else {})),
         gin_utils.IMPORTED_MODULES)
   return streams
@@ -319,8 +335,9 @@ def train(
     data: DataConfig = gin.REQUIRED,
     train_steps: int = gin.REQUIRED,
     optimizer: Callable[..., tuple[optax.GradientTransformation, optax.Schedule]] = gin.REQUIRED,
-    objective_schedule: str = 'parity',
+    objective_schedule: Union[str, schedules.Schedule] = 'parity',
     teacher_objective: models.TeacherObjective = models.TeacherObjective(),
+    extra_objectives: Sequence[models.Objective] = (),
     mesh: MeshConfig = MeshConfig(),
     checkpoint_every: int = 500,
     eval_every: int = 0,
@@ -329,75 +346,120 @@ def train(
     init_from: Optional[str] = None,
     skip_nonfinite: bool = False,
 ) -> list[dict]:
-  """Trains FreeLM with both signals; returns the final evaluation rows.
+  """Trains FreeLM on its schedule's objectives; returns the final evaluation rows.
 
+  `objective_schedule` (gin `OBJECTIVE_SCHEDULE`): a schedule's name or a
+  `schedules.Schedule`; `extra_objectives`: objectives beside 'lm' and
+  'teacher' (each under its `name`) for the schedule to use.
   `init_from` (gin `INIT_FROM`): weights for a model_dir with no checkpoint yet.
   `skip_nonfinite`: skip (do not apply) updates with a non-finite loss, gradient
   or parameters and count them as `skipped_steps`, instead of stopping the run.
   On SIGTERM the run saves a checkpoint at the current step and returns [].
   """
-  trainer_lib.objective_for_step(0, objective_schedule)  # validates the name
-  import tasks
-  from freelm_jax import metrics as metrics_lib
+  schedule = schedules.get(objective_schedule)
+  import tasks  # pylint: disable=unused-import  (registers the tasks)
   trainer = build_trainer(model_config, mesh, optimizer, train_steps, teacher_objective,
-                          skip_nonfinite)
+                          skip_nonfinite, extra_objectives)
+  trainer.check_schedule(schedule)
   check_batch_sizes(data, trainer.mesh)
-  trained = trained_task_types(data.teacher_mixture)
   in_run = run_task_types(data)
   check_task_types(model_config, task_type_order(in_run))
   checkpoints.check_writable(model_dir)
-  manager = checkpoints.create_manager(model_dir, checkpoint_every)
-  _log_file(model_dir)
-  state, facts = restore_or_init(trainer, manager, seed, init_from)  # before writing
-  finished = finished_evaluation(model_dir, int(state.step), train_steps)
-  if finished:
-    manager.close()
-    return finished
-  _write_config(model_dir)
-  writer = metrics_lib.MetricsWriter(model_dir)
-  progress = console.Progress(writer, train_steps, int(state.step), jax.process_index() == 0)
-  task_types = task_type_order(in_run, facts.get('task_types'))  # the checkpoint's ids
-  check_task_types(model_config, task_types)
-  consumed = facts.get('batches') or trainer_lib.objective_counts(
-      int(state.step), objective_schedule)
-  run_facts = lambda: {'batches': dict(consumed), 'schedule': objective_schedule,
-                       'task_types': task_types,
-                       'trained_task_types': trained}
+  with _Run(trainer, schedule, data, model_dir, train_steps, eval_every) as run:
+    state, facts = run.restore(checkpoint_every, seed, init_from)
+    finished = finished_evaluation(model_dir, int(state.step), train_steps)
+    if finished:
+      return finished
+    run.begin(int(state.step), facts, in_run)
+    state, preempted = run.steps(state, seed, log_every, checkpoint_every)
+    rows = [] if preempted else run.evaluate(int(state.step), state.params)
+  if preempted:
+    logging.warning('Preempted: saved the checkpoint at step %d; re-run the same '
+                    'command to resume.', int(state.step))
+  return rows
 
-  evaluate = lambda step, params: progress.evaluation(lambda: run_eval(
-      trainer, params, data, step, trained, progress, task_types))
 
-  def after_step(step: int, state: trainer_lib.TrainState) -> None:
-    checkpoints.save(manager, step, state, run_facts())
-    progress.step(step)
-    if eval_every and step % eval_every == 0 and step < train_steps:
-      evaluate(step, state.params)
+class _Run:
+  """One run's checkpoint manager, metrics writer and input workers (closed
+  when the run ends, however it ends) and the bookkeeping its steps share."""
 
-  streams = open_streams(data, objective_schedule, consumed, seed, trainer.data_shard,
-                         task_types, os.path.join(model_dir, 'iterators'), checkpoint_every)
-  with progress:
+  def __init__(self, trainer: trainer_lib.Trainer, schedule: schedules.Schedule,
+               data: DataConfig, model_dir: str, train_steps: int, eval_every: int):
+    self.trainer, self.schedule, self.data = trainer, schedule, data
+    self.model_dir, self.train_steps, self.eval_every = model_dir, train_steps, eval_every
+    self._resources = contextlib.ExitStack()
+    self.manager = self.progress = None
+    self.consumed, self.task_types, self.trained = {}, [], []
+
+  def __enter__(self) -> '_Run':
+    return self
+
+  def __exit__(self, error_type, *_) -> None:
+    if error_type is None:
+      self._resources.close()
+      return
+    with contextlib.suppress(Exception):  # the error raised is the one to report.
+      self._resources.close()
+
+  def restore(self, checkpoint_every: int, seed: int, init_from: Optional[str]):
+    """Opens the manager and the log file; (state, run facts) as `restore_or_init`."""
+    self.manager = self._resources.enter_context(contextlib.closing(
+        checkpoints.create_manager(self.model_dir, checkpoint_every)))
+    _log_file(self.model_dir)  # before restoring: the resume line reaches it.
+    return restore_or_init(self.trainer, self.manager, seed, init_from)
+
+  def begin(self, step: int, facts: dict, in_run: Collection[str]) -> None:
+    """Writes the config, opens the metrics writer and progress display, and
+    takes the task-type ids and batches consumed from the checkpoint's facts."""
+    from freelm_jax import metrics as metrics_lib
+    _write_config(self.model_dir)
+    writer = self._resources.enter_context(contextlib.closing(
+        metrics_lib.MetricsWriter(self.model_dir)))
+    self.progress = self._resources.enter_context(console.Progress(
+        writer, self.train_steps, step, jax.process_index() == 0))
+    self.task_types = task_type_order(in_run, facts.get('task_types'))  # the checkpoint's ids
+    check_task_types(self.trainer.module.config, self.task_types)
+    self.trained = trained_task_types(self.data.teacher_mixture)
+    self.consumed = facts.get('batches') or self.trainer.stream_counts(self.schedule, step)
+
+  def facts(self) -> dict:
+    """What a checkpoint records beside the state."""
+    return {'batches': dict(self.consumed),
+            'schedule': self.schedule.name or type(self.schedule).__name__,
+            'task_types': self.task_types, 'trained_task_types': self.trained}
+
+  def evaluate(self, step: int, params) -> list[dict]:
+    return self.progress.evaluation(lambda: run_eval(
+        self.trainer, params, self.data, step, self.trained, self.progress,
+        self.task_types))
+
+  def after_step(self, step: int, state: trainer_lib.TrainState) -> None:
+    checkpoints.save(self.manager, step, state, self.facts())
+    self.progress.step(step)
+    if self.eval_every and step % self.eval_every == 0 and step < self.train_steps:
+      self.evaluate(step, state.params)
+
+  def steps(self, state, seed: int, log_every: int,
+            checkpoint_every: int) -> tuple[trainer_lib.TrainState, bool]:
+    """Trains to `train_steps` and saves; (state, whether it was preempted)."""
+    streams = open_streams(self.data, self.schedule, self.consumed, seed, self.trainer,
+                           self.task_types, os.path.join(self.model_dir, 'iterators'),
+                           checkpoint_every)
     try:
-      with checkpoints.Preemption(manager) as preemption:
-        state, preempted = _loop(trainer, state, streams, objective_schedule, train_steps,
-                                 consumed, log_every, progress, after_step,
-                                 manager.should_save, preemption)
-        end = int(state.step)
-        checkpoints.save(manager, end, state, run_facts(), force=True)
-        checkpoints.finish(manager)
+      with checkpoints.Preemption(self.manager) as preemption:
+        state, preempted = _loop(self.trainer, state, streams, self.schedule,
+                                 self.train_steps, self.consumed, log_every, self.progress,
+                                 self.after_step, self.manager.should_save, preemption)
+        checkpoints.save(self.manager, int(state.step), state, self.facts(), force=True)
+        checkpoints.finish(self.manager)
     except BaseException:
       with contextlib.suppress(Exception):  # the error raised is the one to report.
-        manager.wait_until_finished()  # lets a save in flight commit.
+        self.manager.wait_until_finished()  # lets a save in flight commit.
       raise
     finally:
       for stream in streams.values():
         stream.close()
-    rows = [] if preempted else evaluate(end, state.params)
-  if preempted:
-    logging.warning('Preempted: saved the checkpoint at step %d; re-run the same '
-                    'command to resume.', end)
-  writer.close()
-  manager.close()
-  return rows
+    return state, preempted
 
 
 def finished_evaluation(model_dir: str, step: int, train_steps: int) -> list[dict]:
@@ -427,7 +489,8 @@ def _log_file(model_dir: str) -> None:
 def _loop(trainer, state, streams, schedule, train_steps, consumed, log_every,
           writer, after_step, checkpoint_due=lambda step: False,
           preemption=None) -> tuple[trainer_lib.TrainState, bool]:
-  """Runs the steps from `state.step` to `train_steps`.
+  """Runs the steps from `state.step` to `train_steps`, each on the objective
+  `schedule` picks; `consumed` counts the batches read from each stream.
 
   Returns (the last state, whether it stopped early for a preemption). A step's
   metrics are checked for non-finite values before its state is checkpointed.
@@ -437,10 +500,11 @@ def _loop(trainer, state, streams, schedule, train_steps, consumed, log_every,
   account = lambda pending, last_time: _account(
       meter, pending, last_time, compiled, trainer.skip_nonfinite)
   for step in range(int(state.step), train_steps):
-    objective = trainer_lib.objective_for_step(step, schedule)
-    batch = trainer.shard_batch(next(streams[objective]))
+    objective = schedule.objective(step)
+    stream = trainer.objectives[objective].stream
+    batch = trainer.shard_batch(next(streams[stream]))
     state, step_metrics = trainer.train_step(state, batch, objective)
-    consumed[objective] = consumed.get(objective, 0) + 1
+    consumed[stream] = consumed.get(stream, 0) + 1
     if pending:  # read step N-1's metrics only after dispatching step N.
       last_time = account(pending, last_time)
     pending = (step + 1, objective, step_metrics)

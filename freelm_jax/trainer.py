@@ -1,7 +1,7 @@
-"""The train state, the optimizer, the objective schedule and the jitted steps.
+"""The train state, the optimizer and the jitted steps.
 
 One jitted step per objective, each compiled once: the loop picks which one to
-call from the step number (`objective_for_step`). State and batches are
+call from the step number (a `schedules.Schedule`). State and batches are
 sharded over the mesh by the logical axis rules in `partitioning.py`.
 """
 
@@ -18,31 +18,7 @@ import optax
 from freelm_jax import models
 from freelm_jax import network
 from freelm_jax import partitioning
-
-SCHEDULES = ('parity', 'lm_only', 'teacher_only')
-
-
-def objective_for_step(step: int, schedule: str) -> str:
-  """Which objective trains at `step` (counting from 0).
-
-  'parity': even steps (0, 2, ...) language, odd steps teacher.
-  """
-  if schedule == 'parity':
-    return 'lm' if step % 2 == 0 else 'teacher'
-  if schedule == 'lm_only':
-    return 'lm'
-  if schedule == 'teacher_only':
-    return 'teacher'
-  raise ValueError(
-      f'OBJECTIVE_SCHEDULE={schedule!r} is not one of {", ".join(SCHEDULES)}.')
-
-
-def objective_counts(num_steps: int, schedule: str) -> dict[str, int]:
-  """How many of the first `num_steps` steps each objective took."""
-  objective_for_step(0, schedule)  # validates the name
-  lm = {'parity': (num_steps + 1) // 2, 'lm_only': num_steps,
-        'teacher_only': 0}[schedule]
-  return {'lm': lm, 'teacher': num_steps - lm}
+from freelm_jax import schedules
 
 
 def create_optimizer(
@@ -163,6 +139,23 @@ class Trainer:
 
     return step
 
+  def check_schedule(self, schedule: schedules.Schedule) -> None:
+    """Every objective `schedule` uses must be one of this trainer's."""
+    missing = [o for o in schedule.objectives if o not in self.objectives]
+    if missing:
+      raise ValueError(
+          f'Schedule {schedule.name or type(schedule).__name__} uses objective '
+          f'{missing[0]!r}, which the trainer lacks (it has {", ".join(self.objectives)}); '
+          f'add it to train_lib.train.extra_objectives.')
+
+  def stream_counts(self, schedule: schedules.Schedule, num_steps: int) -> dict[str, int]:
+    """Batches each stream `schedule` reads feeds its first `num_steps` steps."""
+    counts = {}
+    for objective, count in schedule.counts(num_steps).items():
+      stream = self.objectives[objective].stream
+      counts[stream] = counts.get(stream, 0) + count
+    return counts
+
   @contextlib.contextmanager
   def activate(self):
     """Context in which the mesh and the logical axis rules are in force."""
@@ -170,7 +163,7 @@ class Trainer:
       yield
 
   def train_step(self, state: TrainState, batch, objective: str):
-    """Runs one jitted update of `objective` ('lm' or 'teacher').
+    """Runs one jitted update of `objective` (a key of `objectives`).
 
     Metrics include `nonfinite` (1.0 if the loss, the gradient norm or the
     updated parameters are not finite; with `skip_nonfinite` such an update is

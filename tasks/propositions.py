@@ -217,6 +217,35 @@ def register(
   Returns:
     The registered `seqio.Task`.
   """
+  templates = _checked_templates(name, propositions, label_thresholds)
+  is_paths = not isinstance(source, (str, seqio.DataSource))
+  task = TeacherTask(
+      name=name, instance=instance, propositions=templates,
+      label_field=label_field, task_type=task_type or name,
+      split_paths=dict(source) if is_paths else None,
+      label_thresholds=None if label_thresholds is None else tuple(label_thresholds),
+      metrics=tuple(metrics), template_seed=template_seed)
+  task.fields()  # validates the templates
+  vocabulary = vocabulary or vocabulary_lib.demo_vocabulary()
+  declare_task_type(task.task_type)
+  seqio_task = seqio.TaskRegistry.add(
+      name, source=_data_source(task, source, tfds_data_dir), preprocessors=[_propositions(task, vocabulary)],
+      output_features=_output_features(vocabulary),
+      shuffle_buffer_size=shuffle_buffer_size)
+  _TEACHER_TASKS[name] = task
+  return seqio_task
+
+
+def _data_source(task: TeacherTask, source, tfds_data_dir: Optional[str]) -> seqio.DataSource:
+  """`source` as a seqio.DataSource: a TFDS name's, the task's JSONL paths', or itself."""
+  if isinstance(source, str):
+    return sources.tfds_source(source, data_dir=tfds_data_dir)
+  return _jsonl_source(task) if task.split_paths is not None else source
+
+
+def _checked_templates(name: str, propositions: Mapping[Label, Templates],
+                       label_thresholds: Optional[Sequence[float]]) -> dict:
+  """label -> tuple of templates; labels and templates checked."""
   if not propositions:
     raise ValueError(f'Task {name!r}: `propositions` is empty.')
   if len({type(k) for k in propositions}) != 1:
@@ -229,26 +258,7 @@ def register(
       range(len(label_thresholds) + 1)):
     raise ValueError(f'Task {name!r}: with {len(label_thresholds)} label_thresholds '
                      f'the labels must be 0..{len(label_thresholds)}.')
-  is_paths = not isinstance(source, (str, seqio.DataSource))
-  task = TeacherTask(
-      name=name, instance=instance, propositions=templates,
-      label_field=label_field, task_type=task_type or name,
-      split_paths=dict(source) if is_paths else None,
-      label_thresholds=None if label_thresholds is None else tuple(label_thresholds),
-      metrics=tuple(metrics), template_seed=template_seed)
-  task.fields()  # validates the templates
-  if isinstance(source, str):
-    source = sources.tfds_source(source, data_dir=tfds_data_dir)
-  elif is_paths:
-    source = _jsonl_source(task)
-  vocabulary = vocabulary or vocabulary_lib.demo_vocabulary()
-  declare_task_type(task.task_type)
-  seqio_task = seqio.TaskRegistry.add(
-      name, source=source, preprocessors=[_propositions(task, vocabulary)],
-      output_features=_output_features(vocabulary),
-      shuffle_buffer_size=shuffle_buffer_size)
-  _TEACHER_TASKS[name] = task
-  return seqio_task
+  return templates
 
 
 def _output_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
@@ -324,40 +334,60 @@ def _ragged_column(value: int, rows: tf.Tensor) -> tf.RaggedTensor:
   return tf.RaggedTensor.from_tensor(tf.fill([rows, 1], tf.constant(value, tf.int32)))
 
 
+def _every_pair(task: TeacherTask) -> list[tuple[int, int]]:
+  """(candidate, template) of each proposition of an example, with every template."""
+  return [(c, t) for c, templates in enumerate(task.propositions.values())
+          for t in range(len(templates))]
+
+
+def _drawn_template(task: TeacherTask, ex, fill, rows):
+  """[B, labels] texts, candidates and template ids: each label's drawn template."""
+  draw = _template_draw(task, ex['example_id'])
+  texts, templates = [], []
+  for label_templates in task.propositions.values():
+    options = tf.stack([fill(t) for t in label_templates], axis=1)  # [B, T]
+    choice = tf.cast(draw % len(label_templates), tf.int32)
+    texts.append(tf.gather(options, choice, batch_dims=1))
+    templates.append(choice)
+  candidates = tf.tile(tf.range(len(texts), dtype=tf.int32)[None], [rows, 1])
+  return tf.stack(texts, axis=1), candidates, tf.stack(templates, axis=1)
+
+
+def _every_template(task: TeacherTask, ex, fill, rows):
+  """[B, pairs] texts, candidates and template ids: every template of every label."""
+  del ex
+  per_label, pairs = list(task.propositions.values()), _every_pair(task)
+  texts = tf.stack([fill(per_label[c][t]) for c, t in pairs], axis=1)
+  tiled = lambda ids: tf.tile(tf.constant([ids], tf.int32), [rows, 1])
+  return texts, tiled([c for c, _ in pairs]), tiled([t for _, t in pairs])
+
+
+def _joined_targets(vocabulary: seqio.Vocabulary, instance: tf.RaggedTensor,
+                    proposition: tf.RaggedTensor, length: int, total) -> tf.RaggedTensor:
+  """instance [sep] proposition [cls] in at most `length` tokens: the instance
+  is cut first (from its end), then the proposition."""
+  proposition = proposition[:, :length - 2]
+  room = (length - 2 - proposition.row_lengths())[:, None]
+  instance = tf.ragged.boolean_mask(
+      instance, tf.ragged.range(instance.row_lengths()) < room)
+  return tf.concat([tf.cast(instance, tf.int32), _ragged_column(vocabulary.sep_id, total),
+                    tf.cast(proposition, tf.int32),
+                    _ragged_column(vocabulary.cls_id, total)], axis=1)
+
+
 def _propositions(task: TeacherTask, vocabulary: seqio.Vocabulary,
                   every_template: bool = False):
   """Preprocessor: each example -> one proposition per candidate label (its
-  drawn template), or with `every_template` one per template of every label,
+  drawn template), or with `every_template` one per template of every label.
 
   `targets` = instance [sep] proposition [cls], fitted to the length: when
   too long, the instance is cut first (from its end), then the proposition;
   `[sep]` and `[cls]` are always kept; then padded to the length (`length`
   says how much is real). Works on batches of examples and yields one element
-  per example holding its propositions; adds `example_id`, the example's position in its (unshuffled) split.
+  per example holding its propositions; adds `example_id`, the example's
+  position in its (unshuffled) split.
   """
-  per_label = list(task.propositions.values())
-  # (candidate, template) of each proposition of an example, with every_template.
-  pairs = [(c, t) for c, templates in enumerate(per_label) for t in range(len(templates))]
-  count = len(pairs) if every_template else len(per_label)
-
-  def drawn(ex, fill, rows):
-    """[B, count] texts and template ids: each label's drawn template."""
-    draw = _template_draw(task, ex['example_id'])
-    texts, templates = [], []
-    for label_templates in per_label:
-      options = tf.stack([fill(t) for t in label_templates], axis=1)  # [B, T]
-      choice = tf.cast(draw % len(label_templates), tf.int32)
-      texts.append(tf.gather(options, choice, batch_dims=1))
-      templates.append(choice)
-    candidates = tf.tile(tf.range(count, dtype=tf.int32)[None], [rows, 1])
-    return tf.stack(texts, axis=1), candidates, tf.stack(templates, axis=1)
-
-  def every(ex, fill, rows):
-    """[B, count] texts, candidates and template ids: every template."""
-    del ex
-    texts = tf.stack([fill(per_label[c][t]) for c, t in pairs], axis=1)
-    tiled = lambda ids: tf.tile(tf.constant([ids], tf.int32), [rows, 1])
-    return texts, tiled([c for c, _ in pairs]), tiled([t for _, t in pairs])
+  count = len(_every_pair(task)) if every_template else len(task.propositions)
 
   def expand(example_id, ex, length):
     ex = dict(ex, example_id=example_id)  # position in the (unshuffled) split
@@ -365,18 +395,13 @@ def _propositions(task: TeacherTask, vocabulary: seqio.Vocabulary,
     value = ex[task.label_field]
     label_id = _label_index_tf(task, value, ex['example_id'])
     fill = lambda template: tf.broadcast_to(_format_tf(template, ex), [rows])
-    texts, candidate, template = (every if every_template else drawn)(ex, fill, rows)
+    texts, candidate, template = (_every_template if every_template else _drawn_template)(
+        task, ex, fill, rows)
     owner = tf.repeat(tf.range(rows), count)  # proposition -> its example
-    proposition = vocabulary.encode_tf(tf.reshape(texts, [-1]))
-    proposition = proposition[:, :length - 2]
-    instance = tf.gather(vocabulary.encode_tf(fill(task.instance)), owner)
-    room = (length - 2 - proposition.row_lengths())[:, None]
-    instance = tf.ragged.boolean_mask(
-        instance, tf.ragged.range(instance.row_lengths()) < room)
     total = rows * count
-    targets = tf.concat([tf.cast(instance, tf.int32), _ragged_column(vocabulary.sep_id, total),
-                         tf.cast(proposition, tf.int32),
-                         _ragged_column(vocabulary.cls_id, total)], axis=1)
+    targets = _joined_targets(
+        vocabulary, tf.gather(vocabulary.encode_tf(fill(task.instance)), owner),
+        vocabulary.encode_tf(tf.reshape(texts, [-1])), length, total)
     candidate = tf.reshape(candidate, [-1])
     label = tf.gather(label_id, owner)
     flat = {

@@ -245,10 +245,10 @@ def _train_steps(trainer, state, save_dir: str = '') -> dict:
   """Steps state.step..5 (saving step 3 to `save_dir`): losses, final param norms."""
   # pylint: disable=g-import-not-at-top
   import jax
-  from freelm_jax import checkpoints, partitioning, trainer as trainer_lib
+  from freelm_jax import checkpoints, partitioning, schedules
   losses = []
   for step in range(int(state.step), 6):
-    objective = trainer_lib.objective_for_step(step, 'parity')
+    objective = schedules.Parity().objective(step)
     batch = trainer.shard_batch(trainer.process_rows(_batches(step)[objective]))
     state, metrics = trainer.train_step(state, batch, objective)
     losses.append(float(metrics['loss']))

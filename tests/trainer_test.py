@@ -1,4 +1,4 @@
-"""The schedule, the objectives and the jitted steps (no TensorFlow needed)."""
+"""The objectives and the jitted steps (no TensorFlow needed)."""
 
 import functools
 
@@ -9,24 +9,12 @@ import pytest
 from freelm_jax import models
 from freelm_jax import network
 from freelm_jax import partitioning
+from freelm_jax import schedules
 from freelm_jax import trainer as trainer_lib
 
 CONFIG = network.ModelConfig(vocab_size=64, num_layers=2, d_model=32,
                              num_heads=4, max_len=16, head_labels=(2, 4))
-
-
-def test_parity_schedule_counts_from_zero():
-  assert [trainer_lib.objective_for_step(s, 'parity') for s in range(4)] == [
-      'lm', 'teacher', 'lm', 'teacher']
-  assert trainer_lib.objective_for_step(7, 'lm_only') == 'lm'
-  assert trainer_lib.objective_for_step(6, 'teacher_only') == 'teacher'
-  assert trainer_lib.objective_counts(5, 'parity') == {'lm': 3, 'teacher': 2}
-  assert trainer_lib.objective_counts(5, 'teacher_only') == {'lm': 0, 'teacher': 5}
-
-
-def test_unknown_schedule_names_the_choices():
-  with pytest.raises(ValueError, match="OBJECTIVE_SCHEDULE='alternate'.*parity"):
-    trainer_lib.objective_for_step(0, 'alternate')
+PARITY = schedules.Parity()
 
 
 def _batches(seed=0, batch=8, length=12):
@@ -62,7 +50,7 @@ def _losses(trainer, steps=6):
   state = trainer.init_state(seed=0)
   losses = []
   for step in range(steps):
-    objective = trainer_lib.objective_for_step(step, 'parity')
+    objective = PARITY.objective(step)
     batch = trainer.shard_batch(_batches(step)[objective])
     state, metrics = trainer.train_step(state, batch, objective)
     losses.append(float(metrics['loss']))
@@ -75,7 +63,7 @@ def test_training_reduces_both_losses_and_counts_steps():
   batches = _batches()
   first = {}
   for step in range(30):
-    objective = trainer_lib.objective_for_step(step, 'parity')
+    objective = PARITY.objective(step)
     state, metrics = trainer.train_step(state, trainer.shard_batch(batches[objective]), objective)
     first.setdefault(objective, float(metrics['loss']))
   assert int(state.step) == 30
