@@ -226,8 +226,8 @@ def _sentiment(kind: str, rate, instance: str = '{text}') -> dict:
 # mixture (none: evaluation only). Movie reviews weigh most: SST-2 is scored
 # zero-shot on that kind of text.
 TEMPLATES = {
-    'movie_sentiment': _sentiment('movie review', 3.0),
-    'tweet_sentiment': _sentiment('tweet', 1.0),
+    'movie_sentiment': _sentiment('movie review', 4.0),
+    'tweet_sentiment': _sentiment('tweet', 2.0),
     'subjectivity': dict(instance='{text}', task_type='subjectivity', rate=1.0, propositions={
         '0': 'Here, the text states facts about a story.',
         '1': 'Here, the text gives an opinion.'}),
