@@ -34,6 +34,7 @@ from absl import app
 from absl import flags
 
 from freelm_jax import accounting
+from freelm_jax import errors
 from freelm_jax import gin_utils
 
 gin_utils.define_flags()
@@ -249,10 +250,8 @@ def schedule_result(trainer, state, schedule, steps: dict, local: dict, results:
 
 def main(argv):
   del argv
-  try:
+  with errors.exit_on(ValueError, OSError):  # ConfigError is a ValueError
     lines = bench()
-  except (ValueError, OSError) as e:  # ConfigError is a ValueError
-    sys.exit(f'error: {e}')
   for line in lines:
     print(json.dumps(line), flush=True)
 

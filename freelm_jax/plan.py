@@ -21,6 +21,7 @@ from absl import app
 from absl import flags
 
 from freelm_jax import accounting
+from freelm_jax import errors
 from freelm_jax import gin_utils
 
 gin_utils.define_flags()
@@ -129,10 +130,8 @@ def main(argv):
   os.environ['XLA_FLAGS'] = ' '.join([
       os.environ.get('XLA_FLAGS', ''), '--xla_backend_optimization_level=0',
       f'--xla_force_host_platform_device_count={FLAGS.num_devices}'])
-  try:
+  with errors.exit_on(ValueError, OSError):  # ConfigError is a ValueError
     result = plan()
-  except (ValueError, OSError) as e:  # ConfigError is a ValueError
-    sys.exit(f'error: {e}')
   print(json.dumps(result, indent=2))
 
 

@@ -18,6 +18,7 @@ import sys
 from absl import app
 from absl import flags
 
+from freelm_jax import errors
 from freelm_jax import gin_utils
 
 flags.DEFINE_string('model', None, 'A model_dir, HF GPT-2 or FreeLM directory.',
@@ -94,16 +95,13 @@ def main(argv):
   del argv
   gin_utils.quiet_library_logs()
   # pylint: disable=g-import-not-at-top
-  from freelm_jax import interop
   from freelm_jax import predictor as predictor_lib
-  try:
+  with errors.exit_on(ValueError, OSError):  # CheckpointError is a ValueError
     rows = read_examples(FLAGS.input)
     predictor = predictor_lib.Predictor.from_pretrained(
         FLAGS.model, step=FLAGS.step, vocab_dir=FLAGS.vocab_dir,
         batch_size=FLAGS.batch_size)
     write_rows(score(predictor, rows, FLAGS.batch_size), FLAGS.output)
-  except (ValueError, OSError, interop.CheckpointError) as e:
-    sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':
