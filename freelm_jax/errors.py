@@ -10,6 +10,10 @@ import sys
 from typing import NoReturn
 
 
+class DataError(ValueError):
+  """Bad input data; the message names the file and line."""
+
+
 class CheckpointError(ValueError):
   """A checkpoint that cannot be read, mapped, used or written; the message names it."""
 

@@ -20,6 +20,7 @@ from absl import flags
 
 from freelm_jax import errors
 from freelm_jax import gin_utils
+from freelm_jax import jsonl
 
 flags.DEFINE_string('model', None, 'A model_dir, HF GPT-2 or FreeLM directory.',
                     required=True)
@@ -32,36 +33,28 @@ FLAGS = flags.FLAGS
 
 
 def read_examples(path: str) -> list[dict]:
-  """The input rows; a malformed one raises ValueError naming file:line."""
+  """The input rows (`.gz` too); a malformed one raises DataError naming file:line."""
   rows = []
-  with open(path, encoding='utf-8') as f:
-    for number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      where = f'{path}:{number}'
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f'{where}: malformed JSON ({e.msg}).') from None
-      _check_row(row, where)
-      rows.append(row)
+  for where, row in jsonl.read([path]):
+    _check_row(row, where)
+    rows.append(row)
   return rows
 
 
-def _check_row(row, where: str) -> None:
-  if not isinstance(row, dict):
-    raise ValueError(f'{where}: expected a JSON object.')
+def _check_row(row: dict, where: str) -> None:
   if not isinstance(row.get('instance'), str):
-    raise ValueError(f'{where}: "instance" must be a string.')
+    raise errors.DataError(f'{where}: "instance" must be a string.')
   propositions = row.get('propositions')
   if isinstance(propositions, list):
     texts = propositions
   elif isinstance(propositions, dict):
     texts = list(propositions.values())
   else:
-    raise ValueError(f'{where}: "propositions" must be an object (label -> text) or a list.')
+    raise errors.DataError(
+        f'{where}: "propositions" must be an object (label -> text) or a list.')
   if not texts or not all(isinstance(t, str) for t in texts):
-    raise ValueError(f'{where}: "propositions" must hold at least one string, and only strings.')
+    raise errors.DataError(
+        f'{where}: "propositions" must hold at least one string, and only strings.')
 
 
 def score(predictor, rows: list[dict], batch_size: int) -> list[dict]:
