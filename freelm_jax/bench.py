@@ -143,9 +143,7 @@ def peak_memory_bytes(device, compiled) -> int:
   stats = device.memory_stats() or {}
   if 'peak_bytes_in_use' in stats:
     return int(stats['peak_bytes_in_use'])
-  analysis = compiled.memory_analysis()
-  return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
-             - analysis.alias_size_in_bytes + analysis.temp_size_in_bytes)
+  return accounting.memory_bytes(compiled)['peak']
 
 
 def bench() -> list:

@@ -54,11 +54,8 @@ def abstract_batches(data, sharding) -> dict:
 
 
 def memory(compiled) -> dict:
-  """Per-device bytes of a compiled step; peak = arguments + outputs - aliased + temporaries."""
-  stats = compiled.memory_analysis()
-  out = {k: int(getattr(stats, f'{k}_size_in_bytes'))
-         for k in ('argument', 'output', 'alias', 'temp', 'generated_code')}
-  out['peak'] = out['argument'] + out['output'] - out['alias'] + out['temp']
+  """Per-device bytes of a compiled step (`accounting.memory_bytes`) and peak GiB."""
+  out = accounting.memory_bytes(compiled)
   return {f'{k}_bytes': v for k, v in out.items()} | {'peak_gib': round(out['peak'] / GIB, 3)}
 
 
