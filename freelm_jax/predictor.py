@@ -229,9 +229,11 @@ class Predictor:
       tail = self.encode(f' {SEP_TOKEN} {proposition} {CLS_TOKEN}')[-room:]
       ids = self.encode(f'{instance} {SEP_TOKEN} {proposition} {CLS_TOKEN}')
       return ids[:max(0, min(len(ids) - len(tail), room - len(tail)))] + tail
-    proposition_ids = self.encode(proposition)[:room - 2]
-    instance_ids = self.encode(instance)[:room - 2 - len(proposition_ids)]
-    return instance_ids + [self.sep_id] + proposition_ids + [self.cls_id]
+    instance_ids, proposition_ids = self.encode(instance), self.encode(proposition)
+    keep_instance, keep_proposition = tokenizer_lib.proposition_lengths(
+        len(instance_ids), len(proposition_ids), room)
+    return (instance_ids[:keep_instance] + [self.sep_id] + proposition_ids[:keep_proposition]
+            + [self.cls_id])
 
   def _rows(self, token_ids: TokenRows, lengths=None) -> tuple[list, np.ndarray]:
     """(list of id rows without padding, lengths)."""

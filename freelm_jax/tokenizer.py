@@ -30,6 +30,15 @@ PAD_TOKEN = '[pad]'
 SPECIAL_TOKENS = (EOS_TOKEN, SEP_TOKEN, CLS_TOKEN, PAD_TOKEN)
 
 
+def proposition_lengths(instance: int, proposition: int, length: int) -> tuple[int, int]:
+  """How many instance and proposition tokens `instance [sep] proposition [cls]`
+  keeps in `length` tokens: the instance is cut first (from its end), then the
+  proposition; `[sep]` and `[cls]` always stay. The training pipeline
+  (`tasks.propositions`) cuts by the same rule."""
+  kept_proposition = min(proposition, length - 2)
+  return min(instance, length - 2 - kept_proposition), kept_proposition
+
+
 def byte_level_bpe(vocab_file: str, merges_file: str,
                    read: Optional[Callable[[str], bytes]] = None) -> tokenizers.Tokenizer:
   """GPT-2's tokenizer of `vocab_file` + `merges_file`, without special tokens.
