@@ -1,4 +1,5 @@
-"""Model FLOPs and a config summary, shared by `plan` and `bench`.
+"""Model FLOPs, a compiled step's memory and a config summary, shared by `plan`
+and `bench`.
 
 Imports nothing (not even JAX): `plan` sets its XLA flags before JAX loads.
 """
@@ -10,6 +11,17 @@ SUMMARY_FIELDS = ('num_layers', 'd_model', 'num_heads', 'vocab_size', 'max_len',
 def model_summary(config) -> dict:
   """The fields of a ModelConfig that size and shape the train steps."""
   return {k: getattr(config, k) for k in SUMMARY_FIELDS}
+
+
+def memory_bytes(compiled) -> dict[str, int]:
+  """Per-device bytes of a compiled step (XLA's memory analysis): argument,
+  output, alias, temp, generated_code and peak = arguments + outputs - aliased
+  + temporaries."""
+  stats = compiled.memory_analysis()
+  out = {k: int(getattr(stats, f'{k}_size_in_bytes'))
+         for k in ('argument', 'output', 'alias', 'temp', 'generated_code')}
+  out['peak'] = out['argument'] + out['output'] - out['alias'] + out['temp']
+  return out
 
 
 def flops_per_token(config, decoder_params: int, objective: str,

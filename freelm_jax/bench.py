@@ -34,6 +34,7 @@ from absl import app
 from absl import flags
 
 from freelm_jax import accounting
+from freelm_jax import errors
 from freelm_jax import gin_utils
 
 gin_utils.define_flags()
@@ -142,9 +143,7 @@ def peak_memory_bytes(device, compiled) -> int:
   stats = device.memory_stats() or {}
   if 'peak_bytes_in_use' in stats:
     return int(stats['peak_bytes_in_use'])
-  analysis = compiled.memory_analysis()
-  return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
-             - analysis.alias_size_in_bytes + analysis.temp_size_in_bytes)
+  return accounting.memory_bytes(compiled)['peak']
 
 
 def bench() -> list:
@@ -249,10 +248,8 @@ def schedule_result(trainer, state, schedule, steps: dict, local: dict, results:
 
 def main(argv):
   del argv
-  try:
+  with errors.exit_on(ValueError, OSError):  # ConfigError is a ValueError
     lines = bench()
-  except (ValueError, OSError) as e:  # ConfigError is a ValueError
-    sys.exit(f'error: {e}')
   for line in lines:
     print(json.dumps(line), flush=True)
 

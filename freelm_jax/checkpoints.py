@@ -25,11 +25,10 @@ from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
+from freelm_jax import errors
 from freelm_jax import storage
 
-
-class CheckpointError(ValueError):
-  """A checkpoint that cannot be used or written; the message names it."""
+CheckpointError = errors.CheckpointError
 
 
 # The step each manager saves asynchronously, checked once the save is done.

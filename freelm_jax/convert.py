@@ -19,11 +19,11 @@ are copied when present. The output directory must not exist.
 import dataclasses
 import os
 import shutil
-import sys
 
 from absl import app
 from absl import flags
 
+from freelm_jax import errors
 from freelm_jax import gin_utils
 
 flags.DEFINE_string('input', None, 'Source: a model_dir, HF GPT-2 or FreeLM directory.',
@@ -115,11 +115,8 @@ def convert() -> str:
 def main(argv):
   del argv
   gin_utils.quiet_library_logs()
-  from freelm_jax import interop  # pylint: disable=g-import-not-at-top
-  try:
+  with errors.exit_on(ValueError, OSError):  # CheckpointError is a ValueError
     print(convert())
-  except (ValueError, OSError, interop.CheckpointError) as e:
-    sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':

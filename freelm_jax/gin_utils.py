@@ -15,6 +15,7 @@ from absl import flags
 import gin
 
 from freelm_jax import console
+from freelm_jax import errors
 from freelm_jax import storage
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -188,8 +189,8 @@ def run_or_exit(fn: Callable[[], object]) -> object:
     return fn()
   except (ConfigError, sources.DataError, prefetch.PipelineError, ValueError,
           OSError) as e:
-    sys.exit(f'error: {sources.explain(e)}')
+    errors.exit_with(sources.explain(e))
   except Exception as e:  # tf.data wraps errors raised in its generators.
     if 'DataError' in str(e):
-      sys.exit(f'error: {sources.explain(e)}')
+      errors.exit_with(sources.explain(e))
     raise

@@ -27,16 +27,14 @@ from typing import Any, Mapping, Optional
 from absl import logging
 import numpy as np
 
+from freelm_jax import errors
 from freelm_jax import network
 from freelm_jax import storage
 
 Params = dict[str, Any]
 TOKENIZER_FILES = ('vocab.json', 'merges.txt', 'tokenizer.json')
 _MASK_BUFFER = re.compile(r'h\.\d+\.attn\.(masked_)?bias$')  # GPT-2's causal-mask buffers.
-
-
-class CheckpointError(ValueError):
-  """A checkpoint that cannot be read or mapped; the message names it."""
+CheckpointError = errors.CheckpointError
 
 
 @dataclasses.dataclass

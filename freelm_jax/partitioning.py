@@ -5,8 +5,6 @@ process feeds).
 
 import contextlib
 import math
-import os
-import sys
 import threading
 from typing import Optional, Sequence
 
@@ -15,6 +13,8 @@ import jax
 from jax.experimental import mesh_utils
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from freelm_jax import errors
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
 BATCH_AXES = ('data', 'fsdp')
@@ -183,15 +183,10 @@ def _on_cloud_tpu_vm() -> bool:
 @contextlib.contextmanager
 def _deadline(seconds: float, message: str):
   """Exits the process with `error: message` unless the block ends in time."""
-  timer = threading.Timer(seconds, _exit_with_error, args=(message,))
+  timer = threading.Timer(seconds, errors.exit_now, args=(message,))
   timer.daemon = True
   timer.start()
   try:
     yield
   finally:
     timer.cancel()
-
-
-def _exit_with_error(message: str) -> None:
-  print(f'error: {message}', file=sys.stderr, flush=True)
-  os._exit(1)  # the blocked C++ call cannot be interrupted.

@@ -21,6 +21,7 @@ from absl import app
 from absl import flags
 
 from freelm_jax import accounting
+from freelm_jax import errors
 from freelm_jax import gin_utils
 
 gin_utils.define_flags()
@@ -53,11 +54,8 @@ def abstract_batches(data, sharding) -> dict:
 
 
 def memory(compiled) -> dict:
-  """Per-device bytes of a compiled step; peak = arguments + outputs - aliased + temporaries."""
-  stats = compiled.memory_analysis()
-  out = {k: int(getattr(stats, f'{k}_size_in_bytes'))
-         for k in ('argument', 'output', 'alias', 'temp', 'generated_code')}
-  out['peak'] = out['argument'] + out['output'] - out['alias'] + out['temp']
+  """Per-device bytes of a compiled step (`accounting.memory_bytes`) and peak GiB."""
+  out = accounting.memory_bytes(compiled)
   return {f'{k}_bytes': v for k, v in out.items()} | {'peak_gib': round(out['peak'] / GIB, 3)}
 
 
@@ -129,10 +127,8 @@ def main(argv):
   os.environ['XLA_FLAGS'] = ' '.join([
       os.environ.get('XLA_FLAGS', ''), '--xla_backend_optimization_level=0',
       f'--xla_force_host_platform_device_count={FLAGS.num_devices}'])
-  try:
+  with errors.exit_on(ValueError, OSError):  # ConfigError is a ValueError
     result = plan()
-  except (ValueError, OSError) as e:  # ConfigError is a ValueError
-    sys.exit(f'error: {e}')
   print(json.dumps(result, indent=2))
 
 

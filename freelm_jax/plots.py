@@ -11,11 +11,12 @@ the curves their points; a run evaluated only at the end gets one point.
 """
 
 import os
-import sys
 from typing import Mapping, Optional, Sequence
 
 from absl import app
 from absl import flags
+
+from freelm_jax import errors
 
 PANELS = (('trained', 'accuracy, trained tasks (validation mean)'),
           ('held_out', 'accuracy, held-out tasks (mean)'),
@@ -87,11 +88,9 @@ def draw_model_dirs(model_dirs: Sequence[str], output: str,
 
 def main(argv):
   if len(argv) < 2:
-    sys.exit('error: name at least one model_dir: python -m freelm_jax.plots DIR [DIR ...]')
-  try:
+    errors.exit_with('name at least one model_dir: python -m freelm_jax.plots DIR [DIR ...]')
+  with errors.exit_on(OSError, ValueError):
     print(draw_model_dirs(argv[1:], flags.FLAGS.output))
-  except (OSError, ValueError) as e:
-    sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':

@@ -12,8 +12,8 @@
 official FreeLM layout (see `interop.py`); whether `[sep]`/`[cls]` are single
 tokens or plain text is decided from the checkpoint's tokenizer files and
 embedding rows (`checkpoint_tokenizer`, docs/inference.md). Neither TensorFlow
-nor seqio is imported: the tokenizer is built directly with HF `tokenizers`,
-exactly as `tasks.vocabulary.BPEVocabulary` builds it.
+nor seqio is imported: the tokenizer comes from `freelm_jax.tokenizer`, as
+`tasks.vocabulary.BPEVocabulary`'s does.
 """
 
 import dataclasses
@@ -30,11 +30,9 @@ import tokenizers
 from freelm_jax import interop
 from freelm_jax import models
 from freelm_jax import network
+from freelm_jax import tokenizer as tokenizer_lib
 
-# As in tasks.vocabulary: present tokens keep their id, missing ones are appended.
-EOS_TOKEN, SEP_TOKEN, CLS_TOKEN, PAD_TOKEN = '<|endoftext|>', '[sep]', '[cls]', '[pad]'
-SPECIAL_TOKENS = (EOS_TOKEN, SEP_TOKEN, CLS_TOKEN, PAD_TOKEN)
-MARKERS = (SEP_TOKEN, CLS_TOKEN)
+MARKERS = SEP_TOKEN, CLS_TOKEN = tokenizer_lib.SEP_TOKEN, tokenizer_lib.CLS_TOKEN
 # GPT-2's vocabulary as shipped in the `tasks` package (tools/extract_gpt2_vocab.py).
 GPT2_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         'tasks', 'data', 'gpt2')
@@ -49,7 +47,7 @@ def load_tokenizer(directory: str) -> Optional[tokenizers.Tokenizer]:
   with FreeLM's special tokens appended; None when the directory has neither."""
   tokenizer = _bpe(directory)
   if tokenizer is not None:
-    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
+    tokenizer_lib.add_special_tokens(tokenizer)
   return tokenizer
 
 
@@ -57,10 +55,7 @@ def _bpe(directory: str) -> Optional[tokenizers.Tokenizer]:
   """The BPE of vocab.json + merges.txt, else tokenizer.json; None without either."""
   vocab, merges = (os.path.join(directory, f) for f in ('vocab.json', 'merges.txt'))
   if os.path.isfile(vocab) and os.path.isfile(merges):
-    tokenizer = tokenizers.Tokenizer(tokenizers.models.BPE.from_file(vocab, merges))
-    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = tokenizers.decoders.ByteLevel()
-    return tokenizer
+    return tokenizer_lib.byte_level_bpe(vocab, merges)
   if os.path.isfile(os.path.join(directory, 'tokenizer.json')):
     return tokenizers.Tokenizer.from_file(os.path.join(directory, 'tokenizer.json'))
   return None
@@ -126,7 +121,7 @@ def checkpoint_tokenizer(directory: str, rows: int
     _add_declared(tokenizer, declared, directory)
     as_text = True
   elif all(tokenizer.token_to_id(m) is not None for m in MARKERS) or rows > base:
-    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
+    tokenizer_lib.add_special_tokens(tokenizer)
     as_text = False
   else:
     return tokenizer, True
@@ -187,7 +182,8 @@ class Predictor:
     self.batch_size = batch_size
     self.markers_as_text = markers_as_text
     token_id = lambda t: tokenizer.token_to_id(t) if tokenizer else None
-    self.eos_id, self.sep_id, self.cls_id, default_pad = map(token_id, SPECIAL_TOKENS)
+    special_ids = map(token_id, tokenizer_lib.SPECIAL_TOKENS)
+    self.eos_id, self.sep_id, self.cls_id, default_pad = special_ids
     if default_pad is None or default_pad >= config.vocab_size:
       default_pad = self.eos_id if self.eos_id is not None else 0
     self.pad_id = pad_id if pad_id is not None else default_pad
@@ -233,9 +229,11 @@ class Predictor:
       tail = self.encode(f' {SEP_TOKEN} {proposition} {CLS_TOKEN}')[-room:]
       ids = self.encode(f'{instance} {SEP_TOKEN} {proposition} {CLS_TOKEN}')
       return ids[:max(0, min(len(ids) - len(tail), room - len(tail)))] + tail
-    proposition_ids = self.encode(proposition)[:room - 2]
-    instance_ids = self.encode(instance)[:room - 2 - len(proposition_ids)]
-    return instance_ids + [self.sep_id] + proposition_ids + [self.cls_id]
+    instance_ids, proposition_ids = self.encode(instance), self.encode(proposition)
+    keep_instance, keep_proposition = tokenizer_lib.proposition_lengths(
+        len(instance_ids), len(proposition_ids), room)
+    return (instance_ids[:keep_instance] + [self.sep_id] + proposition_ids[:keep_proposition]
+            + [self.cls_id])
 
   def _rows(self, token_ids: TokenRows, lengths=None) -> tuple[list, np.ndarray]:
     """(list of id rows without padding, lengths)."""

@@ -18,7 +18,9 @@ import sys
 from absl import app
 from absl import flags
 
+from freelm_jax import errors
 from freelm_jax import gin_utils
+from freelm_jax import jsonl
 
 flags.DEFINE_string('model', None, 'A model_dir, HF GPT-2 or FreeLM directory.',
                     required=True)
@@ -31,36 +33,28 @@ FLAGS = flags.FLAGS
 
 
 def read_examples(path: str) -> list[dict]:
-  """The input rows; a malformed one raises ValueError naming file:line."""
+  """The input rows (`.gz` too); a malformed one raises DataError naming file:line."""
   rows = []
-  with open(path, encoding='utf-8') as f:
-    for number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      where = f'{path}:{number}'
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f'{where}: malformed JSON ({e.msg}).') from None
-      _check_row(row, where)
-      rows.append(row)
+  for where, row in jsonl.read([path]):
+    _check_row(row, where)
+    rows.append(row)
   return rows
 
 
-def _check_row(row, where: str) -> None:
-  if not isinstance(row, dict):
-    raise ValueError(f'{where}: expected a JSON object.')
+def _check_row(row: dict, where: str) -> None:
   if not isinstance(row.get('instance'), str):
-    raise ValueError(f'{where}: "instance" must be a string.')
+    raise errors.DataError(f'{where}: "instance" must be a string.')
   propositions = row.get('propositions')
   if isinstance(propositions, list):
     texts = propositions
   elif isinstance(propositions, dict):
     texts = list(propositions.values())
   else:
-    raise ValueError(f'{where}: "propositions" must be an object (label -> text) or a list.')
+    raise errors.DataError(
+        f'{where}: "propositions" must be an object (label -> text) or a list.')
   if not texts or not all(isinstance(t, str) for t in texts):
-    raise ValueError(f'{where}: "propositions" must hold at least one string, and only strings.')
+    raise errors.DataError(
+        f'{where}: "propositions" must hold at least one string, and only strings.')
 
 
 def score(predictor, rows: list[dict], batch_size: int) -> list[dict]:
@@ -94,16 +88,13 @@ def main(argv):
   del argv
   gin_utils.quiet_library_logs()
   # pylint: disable=g-import-not-at-top
-  from freelm_jax import interop
   from freelm_jax import predictor as predictor_lib
-  try:
+  with errors.exit_on(ValueError, OSError):  # CheckpointError is a ValueError
     rows = read_examples(FLAGS.input)
     predictor = predictor_lib.Predictor.from_pretrained(
         FLAGS.model, step=FLAGS.step, vocab_dir=FLAGS.vocab_dir,
         batch_size=FLAGS.batch_size)
     write_rows(score(predictor, rows, FLAGS.batch_size), FLAGS.output)
-  except (ValueError, OSError, interop.CheckpointError) as e:
-    sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':

@@ -365,7 +365,8 @@ def _every_template(task: TeacherTask, ex, fill, rows):
 def _joined_targets(vocabulary: seqio.Vocabulary, instance: tf.RaggedTensor,
                     proposition: tf.RaggedTensor, length: int, total) -> tf.RaggedTensor:
   """instance [sep] proposition [cls] in at most `length` tokens: the instance
-  is cut first (from its end), then the proposition."""
+  is cut first (from its end), then the proposition (the rule of
+  `freelm_jax.tokenizer.proposition_lengths`, which the predictor uses)."""
   proposition = proposition[:, :length - 2]
   room = (length - 2 - proposition.row_lengths())[:, None]
   instance = tf.ragged.boolean_mask(

@@ -10,6 +10,7 @@ import functools
 import glob
 import gzip
 import importlib
+import io
 import json
 import os
 import re
@@ -19,11 +20,11 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from freelm_jax import errors
+from freelm_jax import jsonl
+
 SplitPaths = Mapping[str, Union[str, Sequence[str]]]
-
-
-class DataError(ValueError):
-  """Bad input data; the message names the file and line."""
+DataError = errors.DataError  # bad input data; the message names the file and line
 
 
 def expand_paths(pattern: Union[str, Sequence[str]]) -> list[str]:
@@ -41,25 +42,17 @@ def expand_paths(pattern: Union[str, Sequence[str]]) -> list[str]:
 
 def _open(path: str):
   """A text reader for a local or remote (`gs://`) file, `.gz` decompressed."""
-  if '://' in path:
-    raw = tf.io.gfile.GFile(path, 'rb')
-    if path.endswith('.gz'):
-      raw = gzip.GzipFile(fileobj=raw)
-    import io  # pylint: disable=g-import-not-at-top
-    return io.TextIOWrapper(raw, encoding='utf-8')
-  return gzip.open(path, 'rt', encoding='utf-8') if path.endswith('.gz') else open(
-      path, encoding='utf-8')
+  if '://' not in path:
+    return jsonl.open_text(path)
+  raw = tf.io.gfile.GFile(path, 'rb')
+  if path.endswith('.gz'):
+    raw = gzip.GzipFile(fileobj=raw)
+  return io.TextIOWrapper(raw, encoding='utf-8')
 
 
 def read_jsonl(paths: Sequence[str]) -> Iterator[tuple[str, dict]]:
   """Yields ("file:line", row) per non-empty line; bad lines raise DataError."""
-  for path in paths:
-    with _open(path) as f:
-      for number, line in enumerate(f, start=1):
-        if not line.strip():
-          continue
-        where = f'{path}:{number}'
-        yield where, parse_line(line, where)
+  return jsonl.read(paths, _open)
 
 
 _CHUNK = 512  # JSONL rows parsed per Python call
@@ -71,17 +64,6 @@ def _numbered_chunks(path: tf.Tensor) -> tf.data.Dataset:
   lines = tf.data.TextLineDataset(path, compression_type=compression)
   return lines.enumerate(start=1).batch(_CHUNK).map(
       lambda numbers, chunk: (path, numbers, chunk))
-
-
-def parse_line(line: Union[bytes, str], where: str) -> dict:
-  """The JSON object of one JSONL line; anything else raises DataError."""
-  try:
-    row = json.loads(line)
-  except json.JSONDecodeError as e:
-    raise DataError(f'{where}: malformed JSON ({e.msg}).') from None
-  if not isinstance(row, dict):
-    raise DataError(f'{where}: expected a JSON object, got {type(row).__name__}.')
-  return row
 
 
 def jsonl_source(
@@ -111,7 +93,7 @@ def jsonl_source(
       if not line.strip():
         continue
       where = f'{path}:{number}'
-      values = convert(parse_line(line, where), where, index)
+      values = convert(jsonl.parse_line(line, where), where, index)
       index += 1
       for column, name in zip(columns, names):
         column.append(values[name])

@@ -1,18 +1,8 @@
 """A seqio vocabulary for GPT-2-style byte-level BPE (vocab.json + merges.txt).
 
-Tokenization goes through HF `tokenizers` with a byte-level pre-tokenizer
-(`add_prefix_space=False`) and decoder, i.e. exactly like GPT-2, so GPT-2
-checkpoints can be used with it.
-
-FreeLM needs the special tokens `<|endoftext|>`, `[sep]`, `[cls]` and `[pad]`.
-Any of them that `vocab.json` already contains keeps its id (our demo vocab:
-`[pad]`=0, `<|endoftext|>`=1, `[sep]`=2, `[cls]`=3). Missing ones are appended
-after the BPE vocab in the order `<|endoftext|>`, `[sep]`, `[cls]`, `[pad]`; for
-the real GPT-2 files (which have `<|endoftext|>`=50256) this gives the FreeLM
-ids `[sep]`=50257, `[cls]`=50258, `[pad]`=50259, so `vocab_size` is 50260 and
-a GPT-2 embedding table (50257 rows) must be grown accordingly. All four are
-registered as special tokens, so e.g. `"a [sep] b"` encodes `[sep]` as one id
-(the spaces around it stay ordinary tokens, so encode/decode round-trips).
+The tokenizer and FreeLM's special tokens (`<|endoftext|>`, `[sep]`, `[cls]`,
+`[pad]`: present ones keep their id, missing ones are appended) come from
+`freelm_jax.tokenizer`; this module wraps them as a seqio vocabulary.
 
 Padding: seqio's feature converters pad with id 0 and derive loss weights
 from `ids != 0`, i.e. they assume `pad_id == 0` (see `seqio_pad_compatible`).
@@ -26,7 +16,6 @@ Files may be local or remote (`gs://...`, read through `tf.io.gfile`).
 
 import hashlib
 import itertools
-import json
 import os
 import threading
 from typing import Dict, Iterable, Optional, Sequence
@@ -36,14 +25,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 import tokenizers
-from tokenizers import decoders, models, pre_tokenizers
 
-EOS_TOKEN = "<|endoftext|>"
-SEP_TOKEN = "[sep]"
-CLS_TOKEN = "[cls]"
-PAD_TOKEN = "[pad]"
-# Order in which missing special tokens are appended after the BPE vocab.
-SPECIAL_TOKENS = (EOS_TOKEN, SEP_TOKEN, CLS_TOKEN, PAD_TOKEN)
+from freelm_jax import tokenizer as tokenizer_lib
 
 _LOAD_LOCK = threading.Lock()
 
@@ -91,24 +74,15 @@ class BPEVocabulary(seqio.Vocabulary):
     return self._tokenizer
 
   def _load(self) -> None:
-    if "://" in self._vocab_file or "://" in self._merges_file:
-      vocab = json.loads(_read(self._vocab_file))
-      merges = [tuple(line.split(" ")) for line in _read(self._merges_file).decode(
-          "utf-8").splitlines() if line and not line.startswith("#version")]
-      bpe = models.BPE(vocab=vocab, merges=merges)
-    else:
-      bpe = models.BPE.from_file(self._vocab_file, self._merges_file)
-    tok = tokenizers.Tokenizer(bpe)
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    # Existing tokens keep their id; missing ones are appended in this order.
-    tok.add_special_tokens(list(SPECIAL_TOKENS))
-    self._special_ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
-    if self._special_ids[PAD_TOKEN] != seqio.vocabularies.PAD_ID:
+    remote = "://" in self._vocab_file or "://" in self._merges_file
+    tok = tokenizer_lib.byte_level_bpe(self._vocab_file, self._merges_file,
+                                       read=_read if remote else None)
+    self._special_ids = tokenizer_lib.add_special_tokens(tok)
+    if self._special_ids[tokenizer_lib.PAD_TOKEN] != seqio.vocabularies.PAD_ID:
       logging.info(
           "BPEVocabulary(%s): pad_id=%d, not seqio's %d; freelm_jax.input_pipeline "
           "shifts ids around seqio's packing, other seqio converters would treat "
-          "id %d as padding.", self._vocab_file, self._special_ids[PAD_TOKEN],
+          "id %d as padding.", self._vocab_file, self._special_ids[tokenizer_lib.PAD_TOKEN],
           seqio.vocabularies.PAD_ID, seqio.vocabularies.PAD_ID)
     self._tokenizer = tok
 
@@ -121,12 +95,12 @@ class BPEVocabulary(seqio.Vocabulary):
   @property
   def pad_id(self) -> int:
     """The `[pad]` id (may be != 0, see `seqio_pad_compatible`)."""
-    return self._special_id(PAD_TOKEN)
+    return self._special_id(tokenizer_lib.PAD_TOKEN)
 
   @property
   def eos_id(self) -> int:
     """The `<|endoftext|>` id."""
-    return self._special_id(EOS_TOKEN)
+    return self._special_id(tokenizer_lib.EOS_TOKEN)
 
   @property
   def bos_id(self) -> Optional[int]:
@@ -139,12 +113,12 @@ class BPEVocabulary(seqio.Vocabulary):
   @property
   def sep_id(self) -> int:
     """The `[sep]` id."""
-    return self._special_id(SEP_TOKEN)
+    return self._special_id(tokenizer_lib.SEP_TOKEN)
 
   @property
   def cls_id(self) -> int:
     """The `[cls]` id."""
-    return self._special_id(CLS_TOKEN)
+    return self._special_id(tokenizer_lib.CLS_TOKEN)
 
   @property
   def seqio_pad_compatible(self) -> bool:

@@ -11,6 +11,7 @@ import seqio
 import tasks
 from freelm_jax import input_pipeline
 from freelm_jax import prefetch
+from freelm_jax import tokenizer
 from tasks import baseline
 from tasks import vocabulary
 
@@ -86,6 +87,23 @@ def test_truncation_keeps_sep_proposition_and_cls(tmp_path):
     assert tokens[-1] == VOCAB.cls_id and VOCAB.sep_id in tokens
     proposition = VOCAB.encode(NLI[p['candidate']].format(**long))
     assert tokens[-1 - len(proposition):-1] == proposition
+
+
+def test_cutting_follows_the_rule_the_predictor_uses(tmp_path):
+  sizes = [(1, 1), (3, 12), (12, 3), (30, 30)]
+  rows = [{'sentence1': 'word ' * n, 'sentence2': 'pig ' * m, 'label': 0} for n, m in sizes]
+  name = _register(_write_jsonl(tmp_path / 'sizes.jsonl', rows))
+  propositions = _propositions(name, seq_len=16)
+  assert {int(p['example_id']) for p in propositions} == set(range(len(rows)))
+  for p in propositions:
+    row = rows[int(p['example_id'])]
+    instance = VOCAB.encode(row['sentence1'])
+    proposition = VOCAB.encode(NLI[p['candidate']].format(**row))
+    keep_instance, keep_proposition = tokenizer.proposition_lengths(
+        len(instance), len(proposition), 16)
+    expected = (instance[:keep_instance] + [VOCAB.sep_id] + proposition[:keep_proposition]
+                + [VOCAB.cls_id])
+    assert p['tokens'][:p['lengths']].tolist() == expected
 
 
 def test_string_labels_and_number_fields(tmp_path):
