@@ -119,7 +119,8 @@ def _settings(templates: str = 'drawn') -> dict:
 
 def evaluate(score: ScoreFn, task_names: Sequence[str], split: str, seq_len: int,
              batch_size: int, trained_task_types: Sequence[str],
-             modules: Sequence[str] = (), task_types: Optional[Sequence[str]] = None,
+             setup: prefetch.WorkerSetup = prefetch.WorkerSetup(),
+             task_types: Optional[Sequence[str]] = None,
              max_examples: Optional[int] = None,
              templates: Optional[str] = None,
              trained_tasks: Sequence[str] = (), probe: bool = False) -> list[dict]:
@@ -128,7 +129,9 @@ def evaluate(score: ScoreFn, task_names: Sequence[str], split: str, seq_len: int
   in `trained_task_types`), baseline_accuracy (and, with `probe`, the
   bag-of-words probe's probe_accuracy: `reference_accuracies`).
 
-  `task_types`: the task-type id order (a checkpoint's); `max_examples`: score
+  `setup`: what the input worker does to register the tasks
+  (`gin_utils.worker_setup()`); `task_types`: the task-type id order (a
+  checkpoint's; default: this process's registration order); `max_examples`: score
   only each task's first examples; `templates`: 'drawn' (each label with the
   example's drawn template) or 'average' (every template, P(true) averaged
   per label); default: gin's `evaluation.evaluate.templates`, else 'drawn'.
@@ -140,9 +143,10 @@ def evaluate(score: ScoreFn, task_names: Sequence[str], split: str, seq_len: int
   with prefetch.ProcessIterator(
       'freelm_jax.input_pipeline.eval_batches',
       dict(names=list(task_names), seq_len=seq_len, batch_size=batch_size,
-           split=split, task_types=None if task_types is None else list(task_types),
+           split=split, task_types=list(tasks.task_types() if task_types is None
+                                        else task_types),
            max_examples=max_examples, every_template=templates == 'average'),
-      modules) as batches:
+      setup) as batches:
     predictions = predict(score, batches)
   rows = []
   for name in task_names:

@@ -6,7 +6,9 @@ without a dot must be a macro that the gin files define, so a typo such as
 """
 
 import contextlib
+import functools
 import importlib
+import inspect
 import os
 import sys
 from typing import Callable, Optional, Sequence
@@ -16,14 +18,19 @@ import gin
 
 from freelm_jax import console
 from freelm_jax import errors
+from freelm_jax import prefetch
 from freelm_jax import storage
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_DIR = os.path.join(REPO_ROOT, 'gin')
 
 
-# Modules imported through --module_import; input workers import them too.
-IMPORTED_MODULES: list[str] = []
+# What input workers repeat to rebuild this process's tasks (`worker_setup`):
+# the modules imported through --module_import, and the calls the gin config
+# made to registering configurables (`registering_configurable`; `parse`
+# starts a new list).
+_IMPORTED_MODULES: list[str] = []
+_GIN_REGISTRATIONS: list[tuple[str, dict]] = []
 
 
 class ConfigError(ValueError):
@@ -75,9 +82,43 @@ def import_modules(modules: Sequence[str]) -> None:
   for module in modules:
     try:
       importlib.import_module(module)
-      IMPORTED_MODULES.append(module)
     except Exception as e:  # pylint: disable=broad-except
       raise ConfigError(f'--module_import={module}: {type(e).__name__}: {e}') from e
+    if module not in _IMPORTED_MODULES:
+      _IMPORTED_MODULES.append(module)
+
+
+def record_registration(function: str, kwargs: dict) -> None:
+  """Records a task registration made from gin, `function(**kwargs)` (a
+  dotted path, picklable kwargs), for the input workers to repeat."""
+  call = (function, dict(kwargs))
+  if call not in _GIN_REGISTRATIONS:
+    _GIN_REGISTRATIONS.append(call)
+
+
+def registering_configurable(function: Callable, module: str,
+                             name: Optional[str] = None) -> Callable:
+  """Makes `function`, which registers tasks, the gin configurable
+  `module.name`; each call gin makes is recorded (`record_registration`), so
+  its arguments must be plain data. Called directly, `function` records nothing."""
+  signature = inspect.signature(function)
+  path = f'{function.__module__}.{function.__qualname__}'
+
+  @functools.wraps(function)
+  def call(*args, **kwargs):
+    result = function(*args, **kwargs)
+    record_registration(path, signature.bind(*args, **kwargs).arguments)
+    return result
+
+  call.__signature__ = signature  # gin checks bindings against the parameters
+  return gin.external_configurable(call, name=name or function.__name__, module=module)
+
+
+def worker_setup() -> prefetch.WorkerSetup:
+  """What an input worker needs to rebuild this process's tasks: the
+  --module_import modules and the current gin config's registrations."""
+  return prefetch.WorkerSetup(modules=tuple(_IMPORTED_MODULES),
+                              registrations=tuple(_GIN_REGISTRATIONS))
 
 
 def _is_remote_file(path: str) -> bool:
@@ -152,6 +193,7 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str],
   # A non-empty list makes gin skip failed imports; unknown configurables
   # still fail (none is named in the list).
   skip = ['<failed imports only>'] if skip_failed_imports else False
+  _GIN_REGISTRATIONS.clear()  # the registrations of this config only
   for path in gin_files:
     try:
       gin.parse_config_file(_resolve(path), skip_unknown=skip)
@@ -182,9 +224,7 @@ def _one_line(error: Exception) -> str:
 
 def run_or_exit(fn: Callable[[], object]) -> object:
   """Runs `fn`; a user error (bad flag, config or data) exits with one line."""
-  # pylint: disable=g-import-not-at-top
-  from freelm_jax import prefetch
-  from tasks import sources
+  from tasks import sources  # pylint: disable=g-import-not-at-top
   try:
     return fn()
   except (ConfigError, sources.DataError, prefetch.PipelineError, ValueError,

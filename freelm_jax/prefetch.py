@@ -5,15 +5,21 @@ JSONL readers), and TensorFlow deadlocks when an iterator with such calls in
 flight is destroyed while the destroying thread holds the GIL (at exit, or
 when a run stops early). A worker process is simply terminated instead; it
 also keeps tf.data's threads from competing with the train step for the GIL.
+
+A worker starts from nothing but its start arguments: the pipeline function
+and its keyword arguments, and a `WorkerSetup` naming what rebuilds the
+parent's tasks. Task-type ids are decided by the parent and passed in the
+pipeline's arguments; nothing travels through the environment.
 """
 
+import dataclasses
 import importlib
 import multiprocessing
 import os
 import queue
 import signal
 import traceback
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 from freelm_jax import console
 
@@ -35,9 +41,38 @@ def _put(out, item, parent: int) -> None:
         os._exit(1)
 
 
-def _worker(function: str, kwargs: dict, modules: Sequence[str], out,
+def _call(function: str, kwargs: dict) -> Any:
+  """`function(**kwargs)`, `function` a dotted path."""
+  module_name, name = function.rsplit('.', 1)
+  return getattr(importlib.import_module(module_name), name)(**kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSetup:
+  """What a worker does before its pipeline, as plain (picklable) data.
+
+  Attributes:
+    modules: the user's modules (`--module_import`), imported in this order;
+      each registers its own tasks, once per process.
+    registrations: (function, kwargs) calls the parent's gin config made to
+      register tasks (`gin_utils.record_registration`), repeated after the
+      modules in the order they were made.
+  """
+
+  modules: tuple[str, ...] = ()
+  registrations: tuple[tuple[str, dict], ...] = ()
+
+  def apply(self) -> None:
+    """Imports the modules, then repeats the registrations (in a worker)."""
+    for module in self.modules:
+      importlib.import_module(module)
+    for function, kwargs in self.registrations:
+      _call(function, kwargs)
+
+
+def _worker(function: str, kwargs: dict, setup: WorkerSetup, out,
             parent: int) -> None:
-  """Child process: imports modules, iterates `function(**kwargs)` into `out`."""
+  """Child process: applies `setup`, iterates `function(**kwargs)` into `out`."""
   # A SIGTERM or Ctrl-C sent to the whole process group is the parent's to
   # handle (it saves a checkpoint first); the parent ends this process.
   signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -45,10 +80,8 @@ def _worker(function: str, kwargs: dict, modules: Sequence[str], out,
   try:
     console.quiet_console()  # the parent's console: no library log lines
     console.import_tensorflow_quietly()
-    for module in modules:
-      importlib.import_module(module)
-    module_name, name = function.rsplit('.', 1)
-    for item in getattr(importlib.import_module(module_name), name)(**kwargs):
+    setup.apply()
+    for item in _call(function, kwargs):
       _put(out, item, parent)
     _put(out, _END, parent)
   except BaseException as e:  # pylint: disable=broad-except
@@ -68,17 +101,18 @@ class ProcessIterator:
     function: dotted path of a generator function, e.g.
       'freelm_jax.input_pipeline.lm_batches'.
     kwargs: its keyword arguments (picklable).
-    modules: modules the worker imports first (e.g. ones registering tasks).
+    setup: what the worker does first to register the parent's tasks
+      (`gin_utils.worker_setup()`; default: nothing, the built-in tasks only).
     buffer_size: items the worker may produce ahead of the consumer.
   """
 
-  def __init__(self, function: str, kwargs: dict, modules: Sequence[str] = (),
+  def __init__(self, function: str, kwargs: dict, setup: WorkerSetup = WorkerSetup(),
                buffer_size: int = 8):
     context = multiprocessing.get_context('spawn')
     self._queue = context.Queue(maxsize=buffer_size)
     self._process = context.Process(
         target=_worker,
-        args=(function, kwargs, list(modules), self._queue, os.getpid()),
+        args=(function, kwargs, setup, self._queue, os.getpid()),
         daemon=True)
     self._process.start()
     self._done = False

@@ -197,14 +197,16 @@ def open_streams(data: DataConfig, schedule: schedules.Schedule, consumed: dict,
   every `snapshot_steps` steps feed it (`input_pipeline.IteratorSnapshots`).
 
   Each runs in its own worker process and yields this host's rows: input
-  shard `trainer.data_shard` = (index, count) of the seqio datasets.
+  shard `trainer.data_shard` = (index, count) of the seqio datasets. A worker
+  rebuilds the tasks from `gin_utils.worker_setup()` and takes the teacher's
+  task-type ids (`task_types`, decided here) from its arguments.
   """
   index, num_shards = trainer.data_shard
   specs = {
       'lm': ('lm_batches', data.lm_task, data.lm_seq_len, data.lm_batch_size),
       'teacher': ('teacher_batches', data.teacher_mixture, data.teacher_seq_len,
                   data.teacher_batch_size)}
-  streams = {}
+  streams, setup = {}, gin_utils.worker_setup()
   for stream, every in trainer.stream_counts(schedule, snapshot_steps).items():
     function, name, seq_len, batch_size = specs[stream]
     snapshots = dict(
@@ -217,7 +219,7 @@ def open_streams(data: DataConfig, schedule: schedules.Schedule, consumed: dict,
              num_shards=num_shards, **snapshots,
              **({'task_types': list(task_types)} if task_types and stream == 'teacher'
                 else {})),
-        gin_utils.IMPORTED_MODULES)
+        setup)
   return streams
 
 
@@ -252,7 +254,7 @@ def run_eval(trainer, params, data: DataConfig, step: int, trained: Sequence[str
   if data.eval_tasks:
     rows += evaluation.evaluate(score, data.eval_tasks, data.eval_split,
                                 data.teacher_seq_len, data.eval_batch_size, trained,
-                                gin_utils.IMPORTED_MODULES, task_types=task_types,
+                                gin_utils.worker_setup(), task_types=task_types,
                                 max_examples=data.eval_max_examples,
                                 trained_tasks=teacher_task_names(data.teacher_mixture),
                                 probe=data.eval_probe)

@@ -30,6 +30,3 @@ from tasks.sources import DataError
 from tasks import opinions
 from tasks import glue
 from tasks import gin_configurables
-from tasks import sources as _sources
-
-_sources.replay_registrations()  # what a parent process registered from gin.

@@ -21,8 +21,8 @@ differs"), else false. Its evaluation reports GLUE's Pearson and Spearman
 correlations between the gold score and the model's P(same meaning), plus the
 binary accuracy.
 
-These functions are called from gin (paths are known only at run time); each
-records itself so the spawned input workers repeat it (`sources.record_registration`).
+These functions are called from gin (paths are known only at run time);
+`tasks.gin_configurables` records those calls for the input workers to repeat.
 """
 
 import functools
@@ -156,8 +156,6 @@ def register_tfds(vocab_dir: Optional[str] = None, data_dir: Optional[str] = Non
     prefix: prepended to task names; the mixture is `<prefix>train`.
     cap: examples-proportional cap (None: proportional without cap).
   """
-  sources.record_registration('tasks.glue.register_tfds', dict(
-      vocab_dir=vocab_dir, data_dir=data_dir, prefix=prefix, cap=cap))
   _types_first()
   for task, (config, splits) in TFDS_TASKS.items():
     name = f'glue/{config}:{TFDS_VERSION}'
@@ -198,9 +196,6 @@ def register_local(glue_dir: str, train_split: str = 'train',
   Also registers the mixture `<prefix>train` of the tasks that have a train
   split (their `<task>.<train_split>.jsonl`), if any.
   """
-  sources.record_registration('tasks.glue.register_local', dict(
-      glue_dir=glue_dir, train_split=train_split, vocab_dir=vocab_dir, prefix=prefix,
-      cap=cap))
   _types_first()
   by_split: dict[str, list[str]] = {}
   for task, splits in _local_splits(glue_dir, train_split).items():

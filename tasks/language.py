@@ -127,11 +127,9 @@ def stream(source, name: str = 'lm_stream', text_field: str = 'text',
 
   `source` as in `register_language` (a TFDS name such as `'c4/en:3.1.0'` or a
   split -> glob dict); `vocab_dir` holds GPT-2's vocab.json + merges.txt
-  (default: the embedded demo BPE). Input workers repeat the registration.
+  (default: the embedded demo BPE). Called from gin, input workers repeat
+  the call (`tasks.gin_configurables`).
   """
-  sources.record_registration('tasks.language.stream', dict(
-      source=source, name=name, text_field=text_field, vocab_dir=vocab_dir,
-      tfds_data_dir=tfds_data_dir))
   if name not in seqio.TaskRegistry.names():
     register_language(name, source, text_field,
                       vocabulary=vocabulary_lib.from_dir(vocab_dir),

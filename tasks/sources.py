@@ -9,9 +9,7 @@ paths and `gs://` globs both work (through `tf.io.gfile`).
 import functools
 import glob
 import gzip
-import importlib
 import io
-import json
 import os
 import re
 from typing import Callable, Iterator, Mapping, Optional, Sequence, Union
@@ -213,28 +211,6 @@ def tfds_source(name: str, splits=None, data_dir: Optional[str] = None) -> seqio
   if not name or name.startswith(('/', '.')) or '://' in name:
     raise ValueError(f'{name!r} is not a TFDS name (e.g. "glue/rte:2.0.0").')
   return PreparedTfdsSource(name, splits=splits, data_dir=data_dir)
-
-
-# --- Registrations the input worker processes repeat ------------------------
-# Tasks registered from gin (paths known only at run time) are recorded here;
-# input workers are spawned processes that inherit the environment and
-# re-register the same tasks when they `import tasks`.
-_REGISTRATIONS_ENV = 'FREELM_TASK_REGISTRATIONS'
-
-
-def record_registration(function: str, kwargs: dict) -> None:
-  """Records `function(**kwargs)` (a dotted path, JSON kwargs) for the workers."""
-  calls = json.loads(os.environ.get(_REGISTRATIONS_ENV, '[]'))
-  call = [function, kwargs]
-  if call not in calls:
-    os.environ[_REGISTRATIONS_ENV] = json.dumps(calls + [call])
-
-
-def replay_registrations() -> None:
-  """Repeats the registrations recorded by the parent process."""
-  for function, kwargs in json.loads(os.environ.get(_REGISTRATIONS_ENV, '[]')):
-    module, name = function.rsplit('.', 1)
-    getattr(importlib.import_module(module), name)(**kwargs)
 
 
 def explain(error: BaseException) -> str:

@@ -1,7 +1,6 @@
 """The GLUE suite, TFDS/JSONL sources, GPT-2 padding, mixtures and the GLUE metrics."""
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -268,7 +267,7 @@ def test_each_glue_task_reports_its_glue_metric():
 
 def _cli(*args, timeout=300):
   return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
-                        timeout=timeout, env=dict(os.environ, FREELM_TASK_REGISTRATIONS='[]'))
+                        timeout=timeout)
 
 
 def test_paper_recipe_parses_and_registers_its_tasks(gpt2_format_vocab):

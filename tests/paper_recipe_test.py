@@ -3,7 +3,6 @@ trains a few parity steps with GPT-2's BPE and the local GLUE mixture, then
 prints the paper-protocol GLUE table (gin/eval/glue_paper.gin)."""
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -21,7 +20,7 @@ def _tail(result) -> str:
 
 def _cli(*args):
   return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
-                        timeout=600, env=dict(os.environ, FREELM_TASK_REGISTRATIONS='[]'))
+                        timeout=600)
 
 
 @pytest.fixture

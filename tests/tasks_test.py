@@ -134,7 +134,7 @@ def _error_of(name):
   iterator = prefetch.ProcessIterator(
       'freelm_jax.input_pipeline.eval_batches',
       dict(names=[name], seq_len=32, batch_size=4, split='validation'),
-      modules=())
+      setup=prefetch.WorkerSetup())
   with pytest.raises(prefetch.PipelineError) as error:
     list(iterator)
   return str(error.value)
