@@ -163,7 +163,7 @@ def restore_or_init(trainer: trainer_lib.Trainer, manager, seed: int,
   """(state, run_facts) from the newest checkpoint, or a fresh state.
 
   A fresh state takes its weights from `init_from` when given (any directory
-  `interop.load` reads: GPT-2, FreeLM or a model_dir; see `interop.fit_params`).
+  `interop.load` reads: GPT-2, FreeLM or a model_dir; see `param_fitting.fit_params`).
   """
   restored = checkpoints.restore_newest(manager, trainer.abstract_state(),
                                        os.path.dirname(str(manager.directory)))
