@@ -27,6 +27,7 @@ from typing import Any, Optional
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -222,7 +223,6 @@ def _move_aside(manager: ocp.CheckpointManager, step: int, model_dir: str) -> No
     corrupt.mkdir(parents=True, exist_ok=True)
     (manager.directory / str(step)).rename(corrupt / f'{step}.{int(time.time())}')
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(f'corrupt_checkpoint_{step}')
   manager.reload()
 

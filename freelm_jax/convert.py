@@ -44,6 +44,7 @@ FLAGS = flags.FLAGS
 
 def import_config(checkpoint, tokenizer_size):
   """The imported network's config, after the --vocab_size/--head_labels/--max_len flags."""
+  # lazy: JAX loads after quiet_library_logs() has quieted its C++ logging
   from freelm_jax import network  # pylint: disable=g-import-not-at-top
   config = checkpoint.config
   vocab_size = FLAGS.vocab_size or max(config.vocab_size, tokenizer_size or 0)
@@ -59,6 +60,7 @@ def import_config(checkpoint, tokenizer_size):
 
 def write_model_dir(path: str, checkpoint, config, seed: int, tokenizer_dir) -> None:
   """Writes `checkpoints/0` (step-0 train state) and config.gin to `path`."""
+  # lazy: JAX loads after quiet_library_logs() has quieted its C++ logging
   # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
@@ -89,6 +91,7 @@ def write_model_dir(path: str, checkpoint, config, seed: int, tokenizer_dir) -> 
 
 def convert() -> str:
   """Runs the conversion the flags ask for; returns what was written."""
+  # lazy: JAX loads after quiet_library_logs() has quieted its C++ logging
   # pylint: disable=g-import-not-at-top
   from freelm_jax import hf_format
   from freelm_jax import interop

@@ -15,6 +15,7 @@ import shutil
 from typing import Any, Mapping, Optional
 
 import numpy as np
+from safetensors import numpy as safetensors_np
 
 from freelm_jax import errors
 from freelm_jax import network
@@ -29,10 +30,10 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
   safetensors_file = os.path.join(path, 'model.safetensors')
   torch_file = os.path.join(path, 'pytorch_model.bin')
   if os.path.isfile(safetensors_file):
-    from safetensors import numpy as safetensors_np  # pylint: disable=g-import-not-at-top
     tensors = safetensors_np.load_file(safetensors_file)
   elif os.path.isfile(torch_file):
     try:
+      # lazy: torch is optional and heavy; only pytorch_model.bin needs it
       import torch  # pylint: disable=g-import-not-at-top
     except ImportError:
       raise errors.CheckpointError(f'{torch_file}: reading it needs torch (make setup '
@@ -174,7 +175,6 @@ def params_to_hf(params: param_layout.Params,
 def save_hf(path: str, params: param_layout.Params, config: network.ModelConfig,
             tokenizer_dir: Optional[str] = None) -> None:
   """Writes config.json + model.safetensors (+ tokenizer files) to `path`."""
-  from safetensors import numpy as safetensors_np  # pylint: disable=g-import-not-at-top
   os.makedirs(path, exist_ok=True)
   safetensors_np.save_file(params_to_hf(params, config),
                            os.path.join(path, 'model.safetensors'),

@@ -8,6 +8,8 @@ the macros they use.
 
 import dataclasses
 
+from gin import config_parser
+
 from freelm_jax import errors
 from freelm_jax import network
 from freelm_jax import storage
@@ -38,7 +40,6 @@ def model_config_from_gin(path: str) -> network.ModelConfig:
   includes are not followed), so this neither needs nor imports the modules
   the file names, and leaves the global gin config alone.
   """
-  from gin import config_parser  # pylint: disable=g-import-not-at-top
   if not storage.resolve(path).is_file():
     raise errors.CheckpointError(f'{path}: no such file (the model_dir\'s operative config).')
   macros, bindings = {}, {}
