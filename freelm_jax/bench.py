@@ -32,10 +32,14 @@ import time
 
 from absl import app
 from absl import flags
+import jax
+import numpy as np
 
 from freelm_jax import accounting
 from freelm_jax import errors
 from freelm_jax import gin_utils
+from freelm_jax import packing
+from freelm_jax import train_lib
 
 gin_utils.define_flags()
 flags.DEFINE_integer('steps', 10, 'Timed steps per objective (after warm-up).')
@@ -75,7 +79,6 @@ def synthetic_batches(data, head_labels, vocab_size: int, rows: int, seed: int =
                       lm_segment_ids: bool = True) -> dict:
   """One process-local batch per objective, in input_pipeline's layout
   (the teacher's packed by `packing.pack` when `teacher_pack_len` > 0)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
   lm_shape = (data.lm_batch_size // rows, data.lm_seq_len)
   tokens = rng.integers(0, vocab_size, (lm_shape[0], lm_shape[1] + 1), dtype=np.int32)
@@ -105,8 +108,6 @@ def synthetic_batches(data, head_labels, vocab_size: int, rows: int, seed: int =
 def _packed_teacher(rng, head_labels, vocab_size: int, rows: int, row_len: int,
                     min_len: int, max_len: int) -> dict:
   """Propositions of uniform random lengths packed into full rows."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from freelm_jax import packing  # pylint: disable=g-import-not-at-top
   n = rows * (row_len // min_len)  # more than fit
   propositions = {
       'tokens': rng.integers(0, vocab_size, (n, max_len), dtype=np.int32),
@@ -120,7 +121,6 @@ def _packed_teacher(rng, head_labels, vocab_size: int, rows: int, row_len: int,
 
 def real_tokens_and_context(batch: dict, seq_len: int) -> tuple:
   """(tokens the step learns from, their mean attention context length)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   if 'cls_index' in batch:  # packed teacher propositions
     segment_ids = np.asarray(batch['segment_ids'])
     tokens = int((segment_ids > 0).sum())
@@ -130,7 +130,6 @@ def real_tokens_and_context(batch: dict, seq_len: int) -> tuple:
 
 def time_steps(step, state, batches: list, num_steps: int) -> tuple:
   """Runs `num_steps` steps cycling through `batches`; (state, seconds)."""
-  import jax  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   for i in range(num_steps):
     state, _ = step(state, batches[i % len(batches)])
@@ -148,9 +147,6 @@ def peak_memory_bytes(device, compiled) -> int:
 
 def bench() -> list:
   """Compiles and times each step and the schedule's mix; one dict per line."""
-  # pylint: disable=g-import-not-at-top
-  import jax
-  from freelm_jax import train_lib
   model_config, data, trainer, schedule = train_lib.trainer_without_data(
       FLAGS.gin_file, FLAGS.gin_bindings, train_steps=1000)
   state = trainer.init_state(0)
@@ -187,7 +183,6 @@ class _StepTimer:
   """Compiles and times one objective's step on its synthetic batch."""
 
   def __init__(self, trainer, model_config, data, local: dict, device, params):
-    import jax  # pylint: disable=g-import-not-at-top
     self.trainer, self.model_config, self.local, self.device = (
         trainer, model_config, local, device)
     self.seq_lens = {'lm': data.lm_seq_len, 'teacher': data.teacher_seq_len}
@@ -196,7 +191,6 @@ class _StepTimer:
 
   def time(self, objective: str, state) -> tuple:
     """(state after the timed steps, the compiled step, its result row)."""
-    import jax  # pylint: disable=g-import-not-at-top
     stream = self.trainer.objectives[objective].stream
     batch = self.trainer.shard_batch(self.local[stream])
     start = time.perf_counter()
@@ -227,7 +221,6 @@ def schedule_result(trainer, state, schedule, steps: dict, local: dict, results:
   """Times the steps in the schedule's order (lm, teacher, lm, ... for
   'parity'), FLAGS.steps per objective; `slowdown` compares with the
   separately timed steps."""
-  import jax  # pylint: disable=g-import-not-at-top
   num_steps = len(schedule.objectives) * FLAGS.steps
   order = [schedule.objective(i) for i in range(num_steps)]
   counts = schedule.counts(num_steps)

@@ -11,6 +11,10 @@ background raises CheckpointError naming its step (at the next `save` or at
 checkpoint that fails to load is reported in one line and the previous one is
 used (the bad one is moved to `<model_dir>/corrupt_checkpoints/`); a
 checkpoint whose shapes differ from the config stops the run naming them.
+
+`load_model_dir` reads one step's parameters alone, as numpy arrays, with
+the `ModelConfig` of the model_dir's `config.gin` (for inference and
+conversion; no train state, no mesh).
 """
 
 import contextlib
@@ -23,9 +27,14 @@ from typing import Any, Optional
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
+import numpy as np
 import orbax.checkpoint as ocp
 
 from freelm_jax import errors
+from freelm_jax import network
+from freelm_jax import operative_config
+from freelm_jax import param_layout
 from freelm_jax import storage
 
 CheckpointError = errors.CheckpointError
@@ -214,7 +223,6 @@ def _move_aside(manager: ocp.CheckpointManager, step: int, model_dir: str) -> No
     corrupt.mkdir(parents=True, exist_ok=True)
     (manager.directory / str(step)).rename(corrupt / f'{step}.{int(time.time())}')
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(f'corrupt_checkpoint_{step}')
   manager.reload()
 
@@ -255,3 +263,41 @@ class Preemption:
   def reached(self, step: int) -> bool:
     """True if the run should save at `step` and stop."""
     return self.requested or self.manager.reached_preemption(step)
+
+
+# --- Parameters alone, for inference and conversion --------------------------
+
+
+def checkpoint_steps(model_dir: str) -> list[int]:
+  """Committed checkpoint steps in a model_dir, ascending."""
+  root = storage.resolve(model_dir) / 'checkpoints'
+  if not root.is_dir():
+    return []
+  return sorted(int(d.name) for d in root.iterdir()
+                if d.name.isdigit() and (d / 'state').is_dir())
+
+
+def load_model_dir(model_dir: str, step: Optional[int] = None
+                   ) -> tuple[network.ModelConfig, param_layout.Params]:
+  """(ModelConfig from config.gin, numpy params of step `step` or the newest).
+
+  Reads the parameters alone, as numpy arrays on the host, whatever mesh
+  the run that wrote them used.
+  """
+  config = operative_config.model_config_from_gin(str(storage.resolve(model_dir) / 'config.gin'))
+  steps = checkpoint_steps(model_dir)
+  if not steps:
+    raise errors.CheckpointError(f'{model_dir}: no checkpoint in checkpoints/.')
+  step = steps[-1] if step is None else step
+  if step not in steps:
+    raise errors.CheckpointError(
+        f'{model_dir}: no checkpoint at step {step}; steps: {steps}.')
+  path = storage.resolve(model_dir) / 'checkpoints' / str(step) / 'state'
+  tree = ocp.PyTreeCheckpointHandler().metadata(path).tree
+  item = {'params': jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype),
+                                 tree['params'])}
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+  restored = ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
+      item=item, restore_args=restore_args, partial_restore=True))
+  return config, param_layout.scanned(param_layout.to_numpy(restored['params']),
+                                     config.num_layers)

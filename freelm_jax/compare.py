@@ -19,9 +19,12 @@ from typing import Sequence
 from absl import app
 from absl import flags
 from absl import logging
+import gin
+import tabulate
 
 from freelm_jax import console
 from freelm_jax import gin_utils
+from freelm_jax import plots
 from freelm_jax import schedules as schedules_lib
 
 console.quiet_environment()  # before TensorFlow and JAX load
@@ -34,14 +37,12 @@ FLAGS = flags.FLAGS
 
 
 def _parse(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
-  import gin  # pylint: disable=g-import-not-at-top
   gin.clear_config(clear_constants=True)
   gin_utils.parse(gin_files, bindings)
 
 
 def run_bindings(gin_files: Sequence[str], bindings: Sequence[str]) -> list[str]:
   """The user's bindings plus EVAL_EVERY = TRAIN_STEPS // 5 where it is 0."""
-  import gin  # pylint: disable=g-import-not-at-top
   _parse(gin_files, bindings)
   steps, every = gin.query_parameter('%TRAIN_STEPS'), gin.query_parameter('%EVAL_EVERY')
   return list(bindings) + ([] if every else [f'EVAL_EVERY = {max(steps // 5, 1)}'])
@@ -49,6 +50,7 @@ def run_bindings(gin_files: Sequence[str], bindings: Sequence[str]) -> list[str]
 
 def finished(model_dir: str, train_steps: int) -> bool:
   """Whether the run has its final evaluation (then it is not re-run)."""
+  # lazy: metrics imports clu, hence TensorFlow, which main imports quietly first
   from freelm_jax import metrics  # pylint: disable=g-import-not-at-top
   try:
     rows = metrics.read(model_dir)
@@ -60,7 +62,7 @@ def finished(model_dir: str, train_steps: int) -> bool:
 def run_all(gin_files: Sequence[str], bindings: Sequence[str], output_dir: str,
             schedules: Sequence[str] = SCHEDULES) -> dict[str, str]:
   """Trains (or resumes) each schedule; returns schedule -> model_dir."""
-  import gin  # pylint: disable=g-import-not-at-top
+  # lazy: JAX loads after console.quiet_environment(), called once this module is loaded
   from freelm_jax import train_lib  # pylint: disable=g-import-not-at-top
   bindings = run_bindings(gin_files, bindings)
   dirs = {}
@@ -80,7 +82,6 @@ def run_all(gin_files: Sequence[str], bindings: Sequence[str], output_dir: str,
 
 def final_rows(rows: Sequence[dict]) -> dict[str, dict]:
   """task -> its eval row at the last evaluated step."""
-  from freelm_jax import plots  # pylint: disable=g-import-not-at-top
   by_step = plots.eval_by_step(rows)
   return by_step[max(by_step)] if by_step else {}
 
@@ -88,7 +89,6 @@ def final_rows(rows: Sequence[dict]) -> dict[str, dict]:
 def table(runs: dict[str, Sequence[dict]]) -> str:
   """Markdown: one row per schedule; each eval task's accuracy, the trained
   tasks' mean, the LM validation perplexity."""
-  import tabulate  # pylint: disable=g-import-not-at-top
   finals = {name: final_rows(rows) for name, rows in runs.items()}
   tasks = list(dict.fromkeys(t for f in finals.values() for t, r in f.items()
                              if 'accuracy' in r))
@@ -110,8 +110,8 @@ def table(runs: dict[str, Sequence[dict]]) -> str:
 
 def report(dirs: dict[str, str], output_dir: str) -> tuple[str, str]:
   """Writes compare.md and compare.png for schedule -> model_dir; returns their paths."""
+  # lazy: metrics imports clu, hence TensorFlow, which main imports quietly first
   from freelm_jax import metrics  # pylint: disable=g-import-not-at-top
-  from freelm_jax import plots  # pylint: disable=g-import-not-at-top
   runs = {name: metrics.read(d) for name, d in dirs.items()}
   md, png = os.path.join(output_dir, 'compare.md'), os.path.join(output_dir, 'compare.png')
   with open(md, 'w') as f:

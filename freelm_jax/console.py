@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Callable, Optional
 
+from absl import logging as absl_logging
 import tqdm
 
 _OWN_DIRS = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -48,6 +49,7 @@ def import_tensorflow_quietly() -> None:
     return
   with _stderr_fd_to_devnull():
     try:
+      # lazy: importing TensorFlow quietly is this function's job
       import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
     except Exception:  # pylint: disable=broad-except
       pass
@@ -72,11 +74,7 @@ def quiet_console() -> None:
   quiet_environment()
   logging.captureWarnings(True)
   root = logging.getLogger()
-  try:
-    from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-    handlers = set(root.handlers) | {absl_logging.get_absl_handler()}
-  except ImportError:
-    handlers = set(root.handlers)
+  handlers = set(root.handlers) | {absl_logging.get_absl_handler()}
   if not root.handlers:  # else the first warning's basicConfig() adds an unfiltered one
     root.addHandler(logging.StreamHandler())
     handlers.update(root.handlers)

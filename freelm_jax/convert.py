@@ -44,6 +44,7 @@ FLAGS = flags.FLAGS
 
 def import_config(checkpoint, tokenizer_size):
   """The imported network's config, after the --vocab_size/--head_labels/--max_len flags."""
+  # lazy: JAX loads after quiet_library_logs() has quieted its C++ logging
   from freelm_jax import network  # pylint: disable=g-import-not-at-top
   config = checkpoint.config
   vocab_size = FLAGS.vocab_size or max(config.vocab_size, tokenizer_size or 0)
@@ -59,13 +60,16 @@ def import_config(checkpoint, tokenizer_size):
 
 def write_model_dir(path: str, checkpoint, config, seed: int, tokenizer_dir) -> None:
   """Writes `checkpoints/0` (step-0 train state) and config.gin to `path`."""
+  # lazy: JAX loads after quiet_library_logs() has quieted its C++ logging
   # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
   import flax.linen as nn
   from freelm_jax import checkpoints
+  from freelm_jax import hf_format
   from freelm_jax import interop
   from freelm_jax import network
+  from freelm_jax import operative_config
   from freelm_jax import trainer as trainer_lib
   tokens = jnp.zeros((1, min(8, config.max_len)), jnp.int32)
   fresh = nn.meta.unbox(network.FreeLM(config).init(
@@ -80,14 +84,16 @@ def write_model_dir(path: str, checkpoint, config, seed: int, tokenizer_dir) -> 
   manager.wait_until_finished()
   manager.close()
   with open(os.path.join(path, 'config.gin'), 'w') as f:
-    f.write(interop.model_config_to_gin(
+    f.write(operative_config.model_config_to_gin(
         config, f'Imported by freelm_jax.convert from {checkpoint.directory}.'))
-  interop.copy_tokenizer_files(tokenizer_dir, path)
+  hf_format.copy_tokenizer_files(tokenizer_dir, path)
 
 
 def convert() -> str:
   """Runs the conversion the flags ask for; returns what was written."""
+  # lazy: JAX loads after quiet_library_logs() has quieted its C++ logging
   # pylint: disable=g-import-not-at-top
+  from freelm_jax import hf_format
   from freelm_jax import interop
   from freelm_jax import predictor
   if os.path.exists(FLAGS.output):
@@ -100,7 +106,7 @@ def convert() -> str:
   try:
     if to == 'hf':
       config = checkpoint.config
-      interop.save_hf(staging, checkpoint.params, config, tokenizer_dir)
+      hf_format.save_hf(staging, checkpoint.params, config, tokenizer_dir)
     else:
       tokenizer = predictor.load_tokenizer(tokenizer_dir)
       config = import_config(checkpoint, tokenizer and tokenizer.get_vocab_size())

@@ -19,6 +19,7 @@ from absl import flags
 
 from freelm_jax import console
 from freelm_jax import gin_utils
+from freelm_jax import storage
 
 console.quiet_environment()  # before TensorFlow and JAX load
 
@@ -32,11 +33,11 @@ FLAGS = flags.FLAGS
 
 def evaluate() -> list[dict]:
   """Restores the checkpoint and evaluates; returns the eval rows."""
+  # lazy: JAX and TensorFlow load after main has quieted them (console)
   # pylint: disable=g-import-not-at-top
   from freelm_jax import checkpoints
   from freelm_jax import metrics as metrics_lib
   from freelm_jax import partitioning
-  from freelm_jax import storage
   from freelm_jax import train_lib
   data = train_lib.DataConfig()
   data = dataclasses.replace(data, eval_tasks=tuple(FLAGS.tasks or data.eval_tasks),
@@ -63,9 +64,9 @@ def main(argv):
   del argv
   console.quiet_console()
   console.import_tensorflow_quietly()
+  # lazy: JAX and TensorFlow load after the two lines above have quieted them
   # pylint: disable=g-import-not-at-top
   from freelm_jax import evaluation
-  from freelm_jax import storage
   from freelm_jax import train_lib  # registers the gin configurables
   del train_lib
   # The model_dir's operative config, then --gin_file layers on top of it

@@ -22,9 +22,9 @@ import numpy as np
 from t5.evaluation import metrics as t5_metrics
 import tabulate
 
-import tasks
-from tasks import baseline as baseline_lib
+from freelm_jax import baselines
 from freelm_jax import prefetch
+import tasks
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (tokens, lengths) -> P(true)
 
@@ -95,14 +95,14 @@ def reference_accuracies(task: str, split: str, trained_tasks: tuple[str, ...],
     return {'baseline_accuracy': None}
   evaluated = list(info.examples(split))
   train = list(info.examples('train')) if 'train' in info.split_paths else []
-  out = {'baseline_accuracy': baseline_lib.shortcut_baseline_accuracy(train, evaluated)
-         if train else baseline_lib.majority_accuracy(evaluated)}
+  out = {'baseline_accuracy': baselines.shortcut_baseline_accuracy(train, evaluated)
+         if train else baselines.majority_accuracy(evaluated)}
   if probe:
     if not train:
       same_type = [tasks.get_teacher_task(t) for t in trained_tasks]
       train = [ex for t in same_type if t.task_type == info.task_type and t.split_paths
                and 'train' in t.split_paths for ex in t.examples('train')]
-    out['probe_accuracy'] = baseline_lib.bow_probe_accuracy(train, evaluated)
+    out['probe_accuracy'] = baselines.bow_probe_accuracy(train, evaluated)
   return out
 
 

@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
+from jax._src import cloud_tpu_init
 from jax.experimental import mesh_utils
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
@@ -176,7 +177,6 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
 
 def _on_cloud_tpu_vm() -> bool:
   """JAX's own detection, done when jax is imported."""
-  from jax._src import cloud_tpu_init  # pylint: disable=g-import-not-at-top
   return bool(getattr(cloud_tpu_init, 'running_in_cloud_tpu_vm', False))
 
 

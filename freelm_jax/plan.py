@@ -19,6 +19,7 @@ import sys
 
 from absl import app
 from absl import flags
+import numpy as np
 
 from freelm_jax import accounting
 from freelm_jax import errors
@@ -38,8 +39,8 @@ SCANNED_FLOPS_NOTE = (
 
 def abstract_batches(data, sharding) -> dict:
   """ShapeDtypeStructs of one global batch per stream (input_pipeline's layout)."""
+  # lazy: main sets JAX_PLATFORMS and XLA_FLAGS (virtual devices) before JAX loads
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, np.dtype(dtype), sharding=sharding)
   lm = (data.lm_batch_size, data.lm_seq_len)
   teacher = (data.teacher_batch_size,)
@@ -71,9 +72,9 @@ def compiled_flops(compiled):
 
 def plan() -> dict:
   """Builds the trainer from the parsed gin config and compiles the schedule's steps."""
+  # lazy: main sets JAX_PLATFORMS and XLA_FLAGS (virtual devices) before JAX loads
   # pylint: disable=g-import-not-at-top
   import jax
-  import numpy as np
   from freelm_jax import train_lib
   model_config, data, trainer, schedule = train_lib.trainer_without_data(
       FLAGS.gin_file, FLAGS.gin_bindings)
@@ -103,6 +104,7 @@ def plan() -> dict:
 def plan_step(trainer, state, objective: str, batch: dict, seq_len: int, model_config,
               decoder_params: int) -> dict:
   """Memory and FLOPs of `objective`'s step compiled for an abstract batch."""
+  # lazy: main sets JAX_PLATFORMS and XLA_FLAGS (virtual devices) before JAX loads
   import jax  # pylint: disable=g-import-not-at-top
   compiled = trainer.compile_step(objective, state, batch)
   tokens = batch['tokens'].shape[0] * seq_len

@@ -15,6 +15,8 @@ from typing import Mapping, Optional, Sequence
 
 from absl import app
 from absl import flags
+import matplotlib
+from matplotlib import pyplot as plt
 
 from freelm_jax import errors
 
@@ -53,9 +55,7 @@ def curves(rows: Sequence[dict]) -> dict[str, tuple[list[int], list[float]]]:
 
 def draw(runs: Mapping[str, Sequence[dict]], output: str) -> str:
   """Draws each run's (label -> metrics rows) curves into `output` (PNG)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')  # files only, no display
   by_run = {label: curves(rows) for label, rows in runs.items()}
   panels = [(n, t) for n, t in PANELS if any(c[n][0] for c in by_run.values())]
   panels = panels or list(PANELS[:1])
@@ -81,6 +81,7 @@ def draw(runs: Mapping[str, Sequence[dict]], output: str) -> str:
 def draw_model_dirs(model_dirs: Sequence[str], output: str,
                     labels: Optional[Sequence[str]] = None) -> str:
   """`draw` for model_dirs, labelled by their folder names (or `labels`)."""
+  # lazy: metrics imports clu, hence TensorFlow, which compare imports quietly first
   from freelm_jax import metrics  # pylint: disable=g-import-not-at-top
   labels = labels or [os.path.basename(os.path.normpath(d)) for d in model_dirs]
   return draw({label: metrics.read(d) for label, d in zip(labels, model_dirs)}, output)

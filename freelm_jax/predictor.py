@@ -27,9 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 import tokenizers
 
+from freelm_jax import errors
 from freelm_jax import interop
 from freelm_jax import models
 from freelm_jax import network
+from freelm_jax import param_layout
 from freelm_jax import tokenizer as tokenizer_lib
 
 MARKERS = SEP_TOKEN, CLS_TOKEN = tokenizer_lib.SEP_TOKEN, tokenizer_lib.CLS_TOKEN
@@ -115,8 +117,8 @@ def checkpoint_tokenizer(directory: str, rows: int
   base = tokenizer.get_vocab_size(with_added_tokens=False)
   declared = declared_tokens(directory)
   if rows < base:
-    raise interop.CheckpointError(f'{directory}: the tokenizer has {base} tokens but the '
-                                  f'token embedding only {rows} rows.')
+    raise errors.CheckpointError(f'{directory}: the tokenizer has {base} tokens but the '
+                                 f'token embedding only {rows} rows.')
   if any(m in declared for m in MARKERS):
     _add_declared(tokenizer, declared, directory)
     as_text = True
@@ -128,7 +130,7 @@ def checkpoint_tokenizer(directory: str, rows: int
   for marker in MARKERS:
     token_id = tokenizer.token_to_id(marker)
     if token_id is None or token_id >= rows:
-      raise interop.CheckpointError(
+      raise errors.CheckpointError(
           f'{directory}: the tokenizer makes {marker} token id {token_id}, but the token '
           f'embedding has {rows} rows (tokenizer files and weights disagree).')
   return tokenizer, as_text
@@ -143,7 +145,7 @@ def _add_declared(tokenizer: tokenizers.Tokenizer, declared: dict, directory: st
           content, lstrip=token['lstrip'], rstrip=token['rstrip'], normalized=False,
           special=True)])
     if token['id'] is not None and tokenizer.token_to_id(content) != token['id']:
-      raise interop.CheckpointError(
+      raise errors.CheckpointError(
           f'{directory}: added token {content!r} is declared as id {token["id"]} '
           f'but would get id {tokenizer.token_to_id(content)}.')
 
@@ -173,8 +175,8 @@ class Predictor:
     """Wraps numpy/jax parameters of `config` (scanned or unrolled layout).
     `markers_as_text`: see `checkpoint_tokenizer`."""
     self.config = dataclasses.replace(config, scan_layers=True, remat_policy='none')
-    self.params = jax.device_put(interop.scanned(
-        interop.to_numpy(params), config.num_layers))
+    self.params = jax.device_put(param_layout.scanned(
+        param_layout.to_numpy(params), config.num_layers))
     self.module = network.FreeLM(self.config)
     self.decode_module = network.FreeLM(self.config, decode=True)
     self.tokenizer = tokenizer

@@ -17,6 +17,7 @@ import sys
 
 from absl import app
 from absl import flags
+import tqdm
 
 from freelm_jax import errors
 from freelm_jax import gin_utils
@@ -59,7 +60,6 @@ def _check_row(row: dict, where: str) -> None:
 
 def score(predictor, rows: list[dict], batch_size: int) -> list[dict]:
   """Output rows: each input row plus `prediction` and `probabilities`."""
-  import tqdm  # pylint: disable=g-import-not-at-top
   out = []
   chunk = max(1, batch_size // 2)
   with tqdm.tqdm(total=len(rows), unit='example', file=sys.stderr) as progress:
@@ -87,8 +87,8 @@ def write_rows(rows: list[dict], path) -> None:
 def main(argv):
   del argv
   gin_utils.quiet_library_logs()
-  # pylint: disable=g-import-not-at-top
-  from freelm_jax import predictor as predictor_lib
+  # lazy: JAX loads after quiet_library_logs() has quieted its C++ logging
+  from freelm_jax import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
   with errors.exit_on(ValueError, OSError):  # CheckpointError is a ValueError
     rows = read_examples(FLAGS.input)
     predictor = predictor_lib.Predictor.from_pretrained(

@@ -27,6 +27,7 @@ def main(argv):
   del argv
   console.quiet_console()
   console.import_tensorflow_quietly()
+  # lazy: JAX and TensorFlow load after the two lines above have quieted them
   # pylint: disable=g-import-not-at-top
   from freelm_jax import evaluation
   from freelm_jax import train_lib

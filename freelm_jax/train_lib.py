@@ -27,6 +27,7 @@ import optax
 from freelm_jax import checkpoints
 from freelm_jax import console
 from freelm_jax import gin_utils
+from freelm_jax import interop
 from freelm_jax import models
 from freelm_jax import network
 from freelm_jax import partitioning
@@ -120,20 +121,20 @@ def _bound_to_train(name: str) -> Any:
 
 def teacher_task_names(mixture: str) -> list[str]:
   """The teacher tasks of a mixture (or a single task)."""
-  import seqio
+  import seqio  # lazy: keeps TensorFlow out of plan.py's and bench.py's imports
   provider = seqio.get_mixture_or_task(mixture)
   return [t.name for t in getattr(provider, 'tasks', [provider])]
 
 
 def trained_task_types(mixture: str) -> list[str]:
   """Task types of the teacher tasks in a mixture (or a single task)."""
-  import tasks
+  import tasks  # lazy: keeps TensorFlow out of plan.py's and bench.py's imports
   return sorted({tasks.get_teacher_task(n).task_type for n in teacher_task_names(mixture)})
 
 
 def run_task_types(data: DataConfig) -> set[str]:
   """Task types of the teacher mixture's tasks and of the eval tasks."""
-  import tasks
+  import tasks  # lazy: keeps TensorFlow out of plan.py's and bench.py's imports
   return set(trained_task_types(data.teacher_mixture)) | {
       tasks.get_teacher_task(name).task_type for name in data.eval_tasks}
 
@@ -143,7 +144,7 @@ def task_type_order(in_run: Collection[str],
   """Task-type ids: a checkpoint's `recorded` order, then the run's other types
   (`in_run`) in registration order. Types registered but not used by the run
   (e.g. by other tasks imported in the same process) get no id here."""
-  import tasks
+  import tasks  # lazy: keeps TensorFlow out of plan.py's and bench.py's imports
   order = list(recorded or [])
   return order + [t for t in tasks.propositions.task_types()
                   if t in in_run and t not in order]
@@ -163,7 +164,7 @@ def restore_or_init(trainer: trainer_lib.Trainer, manager, seed: int,
   """(state, run_facts) from the newest checkpoint, or a fresh state.
 
   A fresh state takes its weights from `init_from` when given (any directory
-  `interop.load` reads: GPT-2, FreeLM or a model_dir; see `interop.fit_params`).
+  `interop.load` reads: GPT-2, FreeLM or a model_dir; see `param_fitting.fit_params`).
   """
   restored = checkpoints.restore_newest(manager, trainer.abstract_state(),
                                        os.path.dirname(str(manager.directory)))
@@ -179,7 +180,6 @@ def restore_or_init(trainer: trainer_lib.Trainer, manager, seed: int,
 
 def _params_from(path: str, trainer: trainer_lib.Trainer, params):
   """The checkpoint's weights fitted to `params`, in `params`' shardings."""
-  from freelm_jax import interop
   fitted = interop.init_from(path, jax.device_get(params), trainer.module.config)
   return jax.tree.map(
       lambda x, old: jax.make_array_from_callback(x.shape, old.sharding, lambda i: x[i]),
@@ -247,7 +247,7 @@ def run_eval(trainer, params, data: DataConfig, step: int, trained: Sequence[str
   gets all the results back, so every process computes the same table.
   """
   with gin.unlock_config():  # t5, under evaluation, registers gin configurables.
-    from freelm_jax import evaluation
+    from freelm_jax import evaluation  # lazy: it imports TensorFlow
   lm_row = run_lm_eval(trainer, params, data)
   rows = [lm_row] if lm_row else []
   score = lambda tokens, lengths: trainer.score(params, tokens, lengths)
@@ -270,7 +270,8 @@ def run_lm_eval(trainer, params, data: DataConfig) -> Optional[dict]:
   None when `lm_eval_batches` is 0 or the task has no such split."""
   if not data.lm_eval_batches:
     return None
-  from freelm_jax import input_pipeline  # in this process: a worker takes ~10 s to start
+  # lazy: it imports TensorFlow. In this process: a worker takes ~10 s to start.
+  from freelm_jax import input_pipeline
   loss_sum = tokens = 0.0
   for batch in input_pipeline.lm_eval_batches(
       data.lm_task, data.lm_seq_len, data.lm_batch_size, data.eval_split,
@@ -359,7 +360,7 @@ def train(
   On SIGTERM the run saves a checkpoint at the current step and returns [].
   """
   schedule = schedules.get(objective_schedule)
-  import tasks  # pylint: disable=unused-import  (registers the tasks)
+  import tasks  # pylint: disable=unused-import  (registers the tasks; lazy, as seqio above)
   trainer = build_trainer(model_config, mesh, optimizer, train_steps, teacher_objective,
                           skip_nonfinite, extra_objectives)
   trainer.check_schedule(schedule)
@@ -413,7 +414,7 @@ class _Run:
   def begin(self, step: int, facts: dict, in_run: Collection[str]) -> None:
     """Writes the config, opens the metrics writer and progress display, and
     takes the task-type ids and batches consumed from the checkpoint's facts."""
-    from freelm_jax import metrics as metrics_lib
+    from freelm_jax import metrics as metrics_lib  # lazy: clu imports TensorFlow
     _write_config(self.model_dir)
     writer = self._resources.enter_context(contextlib.closing(
         metrics_lib.MetricsWriter(self.model_dir)))
@@ -467,7 +468,7 @@ class _Run:
 def finished_evaluation(model_dir: str, step: int, train_steps: int) -> list[dict]:
   """The final evaluation of a run already at `train_steps` (announced on
   stdout), or [] if it has steps or that evaluation left."""
-  from freelm_jax import metrics as metrics_lib
+  from freelm_jax import metrics as metrics_lib  # lazy: clu imports TensorFlow
   if step < train_steps:
     return []
   try:

@@ -17,6 +17,8 @@ transformers = pytest.importorskip('transformers')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from freelm_jax import checkpoints
+from freelm_jax import errors
+from freelm_jax import hf_format
 from freelm_jax import interop
 from freelm_jax import models
 from freelm_jax import network
@@ -126,7 +128,7 @@ def test_export_is_a_gpt2_that_transformers_loads_and_import_round_trips(
   _, path, _ = freelm_layout
   checkpoint = interop.load(path)
   exported = str(tmp_path / 'exported')
-  interop.save_hf(exported, checkpoint.params, checkpoint.config)
+  hf_format.save_hf(exported, checkpoint.params, checkpoint.config)
   reloaded = transformers.GPT2LMHeadModel.from_pretrained(exported).eval()
   tokens = random_tokens(2)
   np.testing.assert_allclose(torch_logits(reloaded, tokens),
@@ -284,7 +286,7 @@ def test_official_freelm_markers_follow_the_checkpoint(tmp_path, added_markers, 
 
 def test_markers_declared_but_missing_from_the_embedding_is_one_clear_error(tmp_path):
   path, _ = official_freelm(str(tmp_path), 50257, added_markers=True)
-  with pytest.raises(interop.CheckpointError, match=r'\[sep\] token id 50257, but the token '
+  with pytest.raises(errors.CheckpointError, match=r'\[sep\] token id 50257, but the token '
                      r'embedding has 50257 rows'):
     Predictor.from_pretrained(path)
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from freelm_jax import interop
+from freelm_jax import hf_format
 from freelm_jax import models
 from freelm_jax import network
 from freelm_jax import packing
@@ -127,14 +127,14 @@ def test_padded_logits_never_win():
 def test_export_drops_padded_rows_and_import_pads_them():
   config = dataclasses.replace(CONFIG, vocab_pad_multiple=128)
   _, params = _init(config)
-  tensors = interop.params_to_hf(params, config)
+  tensors = hf_format.params_to_hf(params, config)
   assert tensors['transformer.wte.weight'].shape == (CONFIG.vocab_size, CONFIG.d_model)
   assert tensors['lm_head.weight'].shape == (CONFIG.vocab_size, CONFIG.d_model)
-  back = interop.params_from_hf(tensors, config)
+  back = hf_format.params_from_hf(tensors, config)
   assert back['wte']['embedding'].shape == (128, CONFIG.d_model)
   np.testing.assert_array_equal(back['wte']['embedding'][:CONFIG.vocab_size],
                                 params['wte']['embedding'][:CONFIG.vocab_size])
-  again = interop.params_to_hf(back, config)
+  again = hf_format.params_to_hf(back, config)
   for name, value in tensors.items():
     np.testing.assert_array_equal(again[name], value)
 

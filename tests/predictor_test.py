@@ -13,9 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from freelm_jax import errors
+from freelm_jax import hf_format
 from freelm_jax import interop
 from freelm_jax import models
 from freelm_jax import network
+from freelm_jax import operative_config
 from freelm_jax import predictor as predictor_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,7 +49,7 @@ def predictor():
 def hf_dir(tmp_path_factory):
   """Our random network written in the GPT-2 / FreeLM layout, with the demo vocab."""
   path = str(tmp_path_factory.mktemp('hf'))
-  interop.save_hf(path, random_params(), CONFIG, DEMO_VOCAB)
+  hf_format.save_hf(path, random_params(), CONFIG, DEMO_VOCAB)
   return path
 
 
@@ -155,10 +158,10 @@ def test_model_config_is_read_from_an_operative_gin_file(tmp_path):
       'ModelConfig.d_model = 32\nModelConfig.num_heads = 4\nModelConfig.max_len = 16\n'
       "ModelConfig.head_labels = (2, %TYPES)\nModelConfig.dtype = 'bfloat16'\n"
       'train_lib.train.model_config = @network.ModelConfig()\n')
-  config = interop.model_config_from_gin(str(path))
+  config = operative_config.model_config_from_gin(str(path))
   assert config == network.ModelConfig(97, 2, 32, 4, 16, head_labels=(2, 6), dtype='bfloat16')
-  path.write_text(interop.model_config_to_gin(CONFIG, 'a comment'))
-  assert interop.model_config_from_gin(str(path)) == CONFIG
+  path.write_text(operative_config.model_config_to_gin(CONFIG, 'a comment'))
+  assert operative_config.model_config_from_gin(str(path)) == CONFIG
 
 
 def test_init_from_grows_the_vocabulary_cuts_the_context_and_keeps_a_new_head(hf_dir):
@@ -180,7 +183,7 @@ def test_init_from_grows_the_vocabulary_cuts_the_context_and_keeps_a_new_head(hf
   np.testing.assert_array_equal(fitted['decoder']['layers_1']['mlp']['fc']['kernel'],
                                 checkpoint.params['decoder']['layers']['mlp']['fc']['kernel'][1])
   target['decoder']['ln_f']['scale'] = np.ones(64, np.float32)
-  with pytest.raises(interop.CheckpointError, match='ln_f/scale.*shape'):
+  with pytest.raises(errors.CheckpointError, match='ln_f/scale.*shape'):
     interop.fit_checkpoint(checkpoint, target, target_config)
 
 

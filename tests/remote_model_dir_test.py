@@ -206,7 +206,7 @@ def test_train_on_a_gs_model_dir_checkpoints_logs_and_resumes(bucket, monkeypatc
       *a[:6], bucket.local(a[6]), *a[7:], **k))
 
   _train('TRAIN_STEPS = 4')
-  assert interop.checkpoint_steps(RUN)[-1] == 4
+  assert checkpoints.checkpoint_steps(RUN)[-1] == 4
   assert os.path.exists(bucket.local(RUN + '/checkpoints/4/commit_success.txt'))
   _train('TRAIN_STEPS = 6')  # resumes from step 4
 
@@ -214,7 +214,7 @@ def test_train_on_a_gs_model_dir_checkpoints_logs_and_resumes(bucket, monkeypatc
   assert [r['step'] for r in rows] == [1, 2, 3, 4, 5, 6]
   assert all(np.isfinite(r['loss']) for r in rows)
   assert len(os.listdir(bucket.local(RUN + '/metrics_parts'))) == 2
-  assert interop.checkpoint_steps(RUN)[-1] == 6
+  assert checkpoints.checkpoint_steps(RUN)[-1] == 6
   loaded = interop.load(RUN)  # what Predictor.from_pretrained reads
   assert loaded.config.d_model == 32
   gin_utils.parse([RUN + '/config.gin'], [])  # what eval.py reads first

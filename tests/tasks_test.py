@@ -12,7 +12,6 @@ import tasks
 from freelm_jax import input_pipeline
 from freelm_jax import prefetch
 from freelm_jax import tokenizer
-from tasks import baseline
 from tasks import vocabulary
 
 VOCAB = vocabulary.demo_vocabulary()
@@ -182,33 +181,8 @@ def test_language_stream_packs_documents_with_eos_boundaries():
   assert (segments.max(axis=1) > 1).any()  # rows hold several documents
 
 
-def test_shortcut_baseline_uses_prior_and_overlap():
-  train = [('a', ['dog', 'cat'], 0)] * 5
-  assert baseline.shortcut_baseline_accuracy(train, [('b', ['cat', 'dog'], 1)]) == 1.0
-  assert baseline.shortcut_baseline_accuracy([], [('sheepdog', ['tree', 'dog'], 1)]) == 1.0
-
-
 def test_demo_data_is_registered_with_a_held_out_type():
   assert set(tasks.opinions.HELD_OUT_TASKS).isdisjoint(tasks.opinions.TRAINED_TASKS)
   mixture = seqio.get_mixture_or_task(tasks.opinions.TEACHER_MIXTURE)
   assert sorted(t.name for t in mixture.tasks) == sorted(tasks.opinions.TRAINED_TASKS)
   assert VOCAB.pad_id == 0 and VOCAB.vocab_size == 8192
-
-
-def _planted_word_examples(count, seed):
-  """Label 1 iff the instance holds 'great'; the rest is random words."""
-  rng = np.random.default_rng(seed)
-  words = [f'w{i}' for i in range(50)]
-  examples = []
-  for _ in range(count):
-    label = int(rng.integers(2))
-    text = ' '.join(rng.choice(words, 6)) + (' great' if label else ' awful')
-    examples.append((text, ['negative', 'positive'], label))
-  return examples
-
-
-def test_bag_of_words_probe_reads_words_and_majority_counts_labels():
-  train, held_out = _planted_word_examples(200, 0), _planted_word_examples(100, 1)
-  assert baseline.bow_probe_accuracy(train, held_out) > 0.95
-  assert baseline.bow_probe_accuracy([t for t in train if t[2] == 1], held_out) is None
-  assert baseline.majority_accuracy([('a', [], 1), ('b', [], 1), ('c', [], 0)]) == 2 / 3

@@ -1,6 +1,6 @@
 r"""Input throughput of the GPT-2 BPE path: LM tokens/s and propositions/s per core.
 
-  python -m tasks.bench_input [--vocab_dir=DIR] [--glue_dir=../shared/data/glue]
+  python -m freelm_jax.bench_input [--vocab_dir=DIR] [--glue_dir=../shared/data/glue]
       [--seconds=20] [--lm_seq_len=1024] [--teacher_seq_len=256]
 
 Prints one JSON object. The LM stream is the real pipeline

@@ -28,6 +28,10 @@ import random
 import re
 from typing import Optional, Sequence
 
+from sklearn import feature_extraction
+from sklearn import linear_model
+from sklearn import pipeline
+
 # (instance_text, candidate_target_texts, index_of_true_candidate)
 Example = tuple[str, Sequence[str], int]
 
@@ -102,7 +106,6 @@ def bow_probe_accuracy(train: Sequence[Example],
   """Accuracy of a bag-of-words logistic regression (word uni- and bigrams,
   tf-idf) fitted on `train`'s instances and label indices; None without two
   labels to learn. A reference for what the teacher data alone can teach."""
-  from sklearn import feature_extraction, linear_model, pipeline  # pylint: disable=g-import-not-at-top
   if len({label for _, _, label in train}) < 2 or not evaluation:
     return None
   probe = pipeline.make_pipeline(
