@@ -6,7 +6,11 @@ import shutil
 import sys
 import tempfile
 
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+# Optimisation level 0: XLA compiles in about half the time (multihost_test's
+# commands already used it); the tests compare runs with each other (resume ==
+# uninterrupted, sharded == unsharded), never with another level's numbers.
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8 '
+                      '--xla_backend_optimization_level=0')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # One compilation cache for this test session and the commands it runs: the
