@@ -20,6 +20,7 @@ TINY = [
     'network.ModelConfig.num_heads = 2', 'LM_BATCH_SIZE = 8', 'TEACHER_BATCH_SIZE = 8',
     'LM_SEQ_LEN = 32', 'TEACHER_SEQ_LEN = 32', 'WARMUP_STEPS = 1',
     'train_lib.DataConfig.eval_max_examples = 2', 'LM_EVAL_BATCHES = 1',
+    'train_lib.DataConfig.eval_probe = False',  # lm_eval_test checks the probe
 ]
 
 

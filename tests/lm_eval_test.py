@@ -39,6 +39,8 @@ def test_lm_loss_at_every_evaluation(tmp_path):
   assert rows[1]['lm_loss'] < rows[0]['lm_loss']  # the LM steps lower it
   assert final[0] == {k: v for k, v in rows[1].items() if k not in ('step', 'kind')}
   assert len(final) == 1 + len(data.eval_tasks)
+  # The data layer's bag-of-words probe (the other end-to-end tests turn it off).
+  assert data.eval_probe and any(r.get('probe_accuracy') is not None for r in final[1:])
   table = evaluation.format_table(final)
   assert 'perplexity' in table and data.lm_task in table
 

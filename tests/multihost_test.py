@@ -21,6 +21,7 @@ TINY_RUN = [
     '--gin.TEACHER_BATCH_SIZE=8', '--gin.LM_SEQ_LEN=32', '--gin.TEACHER_SEQ_LEN=24',
     '--gin.WARMUP_STEPS=2', '--gin.CHECKPOINT_EVERY=2', '--gin.train_lib.train.log_every=1',
     "--gin.train_lib.DataConfig.eval_tasks=['opinions_tweet_sentiment']",
+    '--gin.train_lib.DataConfig.eval_probe=False',  # lm_eval_test checks the probe
 ]
 
 
