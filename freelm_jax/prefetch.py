@@ -9,12 +9,15 @@ also keeps tf.data's threads from competing with the train step for the GIL.
 A worker starts from nothing but its start arguments: the pipeline function
 and its keyword arguments, and a `WorkerSetup` naming what rebuilds the
 parent's tasks. Task-type ids are decided by the parent and passed in the
-pipeline's arguments; nothing travels through the environment.
+pipeline's arguments; nothing travels through the environment. Workers fork
+from a server that has imported TensorFlow and the built-in tasks once
+(`worker_preload`), so starting one costs a fork, not an import of TensorFlow.
 """
 
 import dataclasses
 import importlib
 import multiprocessing
+from multiprocessing import forkserver
 import os
 import queue
 import signal
@@ -31,13 +34,13 @@ class PipelineError(ValueError):
   """The worker's pipeline failed; the message is the worker's one-line reason."""
 
 
-def _put(out, item, parent: int) -> None:
+def _put(out, item) -> None:
   """Blocks until `out` takes `item`; exits if the parent process is gone."""
   while True:
     try:
       return out.put(item, timeout=1)
     except queue.Full:
-      if os.getppid() != parent:
+      if not multiprocessing.parent_process().is_alive():  # not getppid(): the fork server's
         os._exit(1)
 
 
@@ -70,8 +73,7 @@ class WorkerSetup:
       _call(function, kwargs)
 
 
-def _worker(function: str, kwargs: dict, setup: WorkerSetup, out,
-            parent: int) -> None:
+def _worker(function: str, kwargs: dict, setup: WorkerSetup, out) -> None:
   """Child process: applies `setup`, iterates `function(**kwargs)` into `out`."""
   # A SIGTERM or Ctrl-C sent to the whole process group is the parent's to
   # handle (it saves a checkpoint first); the parent ends this process.
@@ -82,20 +84,33 @@ def _worker(function: str, kwargs: dict, setup: WorkerSetup, out,
     console.import_tensorflow_quietly()
     setup.apply()
     for item in _call(function, kwargs):
-      _put(out, item, parent)
-    _put(out, _END, parent)
+      _put(out, item)
+    _put(out, _END)
   except BaseException as e:  # pylint: disable=broad-except
     from tasks import sources  # pylint: disable=g-import-not-at-top
     if 'DataError' not in str(e) and not isinstance(e, ValueError):
       traceback.print_exc()  # an unexpected failure: keep its traceback.
-    _put(out, (_ERROR, sources.explain(e)), parent)
+    _put(out, (_ERROR, sources.explain(e)))
   out.close()
   out.join_thread()
   os._exit(0)  # skip TensorFlow's destructors (see the module docstring).
 
 
+def _context():
+  context = multiprocessing.get_context('forkserver')
+  context.set_forkserver_preload(['freelm_jax.worker_preload'])  # before it starts
+  return context
+
+
+def start_worker_server() -> None:
+  """Starts the workers' fork server now (it is started on first use anyway):
+  its imports then overlap the caller's own start-up."""
+  _context()
+  forkserver.ensure_running()
+
+
 class ProcessIterator:
-  """Iterates `function(**kwargs)` (a dotted path) in a spawned process.
+  """Iterates `function(**kwargs)` (a dotted path) in a worker process.
 
   Args:
     function: dotted path of a generator function, e.g.
@@ -108,11 +123,11 @@ class ProcessIterator:
 
   def __init__(self, function: str, kwargs: dict, setup: WorkerSetup = WorkerSetup(),
                buffer_size: int = 8):
-    context = multiprocessing.get_context('spawn')
+    context = _context()
     self._queue = context.Queue(maxsize=buffer_size)
     self._process = context.Process(
         target=_worker,
-        args=(function, kwargs, setup, self._queue, os.getpid()),
+        args=(function, kwargs, setup, self._queue),
         daemon=True)
     self._process.start()
     self._done = False
