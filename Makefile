@@ -40,7 +40,7 @@ bench: setup
 	$(PY) -m freelm_jax.bench --gin_file=gin/base.gin
 
 test: setup
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 clean:
 	rm -rf $(VENV) runs

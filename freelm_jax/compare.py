@@ -25,7 +25,6 @@ import tabulate
 from freelm_jax import console
 from freelm_jax import gin_utils
 from freelm_jax import plots
-from freelm_jax import prefetch
 from freelm_jax import schedules as schedules_lib
 
 console.quiet_environment()  # before TensorFlow and JAX load
@@ -126,7 +125,6 @@ def report(dirs: dict[str, str], output_dir: str) -> tuple[str, str]:
 def main(argv):
   del argv
   console.quiet_console()
-  prefetch.start_worker_server()
   console.import_tensorflow_quietly()
 
   def run():

@@ -19,7 +19,6 @@ from absl import flags
 
 from freelm_jax import console
 from freelm_jax import gin_utils
-from freelm_jax import prefetch
 from freelm_jax import storage
 
 console.quiet_environment()  # before TensorFlow and JAX load
@@ -64,7 +63,6 @@ def evaluate() -> list[dict]:
 def main(argv):
   del argv
   console.quiet_console()
-  prefetch.start_worker_server()
   console.import_tensorflow_quietly()
   # lazy: JAX and TensorFlow load after the two lines above have quieted them
   # pylint: disable=g-import-not-at-top

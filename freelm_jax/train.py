@@ -15,7 +15,6 @@ from absl import flags
 
 from freelm_jax import console
 from freelm_jax import gin_utils
-from freelm_jax import prefetch
 
 console.quiet_environment()  # before TensorFlow and JAX load
 
@@ -27,7 +26,6 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   console.quiet_console()
-  prefetch.start_worker_server()
   console.import_tensorflow_quietly()
   # lazy: JAX and TensorFlow load after the two lines above have quieted them
   # pylint: disable=g-import-not-at-top

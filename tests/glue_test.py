@@ -299,7 +299,9 @@ def test_local_twin_trains_both_objectives_and_scores_paper1k(small_glue, tmp_pa
   model = ['--gin.TRAIN_STEPS=2', '--gin.LM_BATCH_SIZE=8', '--gin.TEACHER_BATCH_SIZE=8',
            '--gin_bindings=train_lib.DataConfig.eval_batch_size=16',
            '--gin_bindings=train_lib.DataConfig.eval_tasks=[]',  # glue_paper.gin sets them
-           '--gin_bindings=network.ModelConfig.num_layers=1']
+           '--gin_bindings=network.ModelConfig.num_layers=1',
+           # Not checked here (lm_eval_test checks both); the eval CLI inherits them.
+           '--gin.LM_EVAL_BATCHES=0', '--gin_bindings=train_lib.DataConfig.eval_probe=False']
   train = _cli('-m', 'freelm_jax.train', '--gin_file=gin/base.gin',
                '--gin_file=gin/data/glue_local.gin', f"--gin.GLUE_DIR='{small_glue}'",
                f'--model_dir={model_dir}', *model)

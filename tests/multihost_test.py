@@ -21,6 +21,7 @@ TINY_RUN = [
     '--gin.TEACHER_BATCH_SIZE=8', '--gin.LM_SEQ_LEN=32', '--gin.TEACHER_SEQ_LEN=24',
     '--gin.WARMUP_STEPS=2', '--gin.CHECKPOINT_EVERY=2', '--gin.train_lib.train.log_every=1',
     "--gin.train_lib.DataConfig.eval_tasks=['opinions_tweet_sentiment']",
+    '--gin.train_lib.DataConfig.eval_max_examples=40', '--gin.LM_EVAL_BATCHES=1',
     '--gin.train_lib.DataConfig.eval_probe=False',  # lm_eval_test checks the probe
 ]
 
@@ -181,7 +182,7 @@ def test_train_cli_two_processes_log_once_and_one_process_resumes(tmp_path):
   rows = [json.loads(line) for line in (model_dir / 'metrics.jsonl').read_text().splitlines()]
   assert [r['step'] for r in rows if r['kind'] == 'train'] == [1, 2, 3, 4]
   assert [r['task'] for r in rows if r['kind'] == 'eval' and 'accuracy' in r] == ['opinions_tweet_sentiment']
-  assert rows[-1]['num_examples'] == 500
+  assert rows[-1]['num_examples'] == 40  # each process's rows, gathered
   tables = [r.stdout[r.stdout.index('task '):] for r in results]
   assert tables[0] == tables[1] and 'opinions_tweet_sentiment' in tables[0]  # both score the same
   assert '4' in os.listdir(model_dir / 'checkpoints')

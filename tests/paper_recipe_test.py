@@ -41,7 +41,9 @@ def test_rehearsal_trains_with_gpt2_bpe_and_prints_the_paper_glue_table(small_gl
                '--gin.TRAIN_STEPS=2', '--gin.LM_BATCH_SIZE=8', '--gin.TEACHER_BATCH_SIZE=8',
                '--gin.LM_SEQ_LEN=64', '--gin.TEACHER_SEQ_LEN=64',
                '--gin_bindings=network.ModelConfig.num_layers=1',
-               '--gin_bindings=network.ModelConfig.max_len=64')
+               '--gin_bindings=network.ModelConfig.max_len=64',
+               # Not checked here (lm_eval_test checks it); the eval CLI inherits it.
+               '--gin_bindings=train_lib.DataConfig.eval_probe=False')
   assert train.returncode == 0, _tail(train)
   config = (model_dir / 'config.gin').read_text()
   assert 'vocabulary.gpt2_dir()' in config and 'vocab_size = %VOCAB_SIZE' in config

@@ -21,6 +21,7 @@ TINY = [
     'LM_SEQ_LEN = 32', 'TEACHER_SEQ_LEN = 24', 'WARMUP_STEPS = 2',
     'CHECKPOINT_EVERY = 2', 'train_lib.train.log_every = 1',
     "train_lib.DataConfig.eval_tasks = ['opinions_tweet_sentiment', 'opinions_party']",
+    'train_lib.DataConfig.eval_probe = False',  # lm_eval_test checks the probe
 ]
 
 

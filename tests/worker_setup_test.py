@@ -17,11 +17,14 @@ from freelm_jax import train_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# A user module that notes every process importing it: "pid parent_pid".
+# A user module that notes every process importing it: "pid starter_pid", the
+# starter being the process that started this one as a worker (0: none).
 PID_MODULE = '''
+import multiprocessing
 import os
+starter = multiprocessing.parent_process()
 with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'imports.txt'), 'a') as f:
-  f.write(f'{os.getpid()} {os.getppid()}\\n')
+  f.write(f'{os.getpid()} {starter.pid if starter else 0}\\n')
 '''
 
 
