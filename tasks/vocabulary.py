@@ -31,6 +31,11 @@ from freelm_jax import tokenizer as tokenizer_lib
 _LOAD_LOCK = threading.Lock()
 
 
+def _special_id_property(token: str, doc: str) -> property:
+  """A read-only property: the id of the special `token`."""
+  return property(lambda self: self._special_id(token), doc=doc)  # pylint: disable=protected-access
+
+
 class BPEVocabulary(seqio.Vocabulary):
   """GPT-2-style byte-level BPE vocabulary with FreeLM's special tokens.
 
@@ -92,15 +97,11 @@ class BPEVocabulary(seqio.Vocabulary):
 
   # --- Ids ----------------------------------------------------------------
 
-  @property
-  def pad_id(self) -> int:
-    """The `[pad]` id (may be != 0, see `seqio_pad_compatible`)."""
-    return self._special_id(tokenizer_lib.PAD_TOKEN)
-
-  @property
-  def eos_id(self) -> int:
-    """The `<|endoftext|>` id."""
-    return self._special_id(tokenizer_lib.EOS_TOKEN)
+  pad_id = _special_id_property(tokenizer_lib.PAD_TOKEN,
+                                'The `[pad]` id (may be != 0, see `seqio_pad_compatible`).')
+  eos_id = _special_id_property(tokenizer_lib.EOS_TOKEN, 'The `<|endoftext|>` id.')
+  sep_id = _special_id_property(tokenizer_lib.SEP_TOKEN, 'The `[sep]` id.')
+  cls_id = _special_id_property(tokenizer_lib.CLS_TOKEN, 'The `[cls]` id.')
 
   @property
   def bos_id(self) -> Optional[int]:
@@ -109,16 +110,6 @@ class BPEVocabulary(seqio.Vocabulary):
   @property
   def unk_id(self) -> Optional[int]:
     return None  # Byte-level BPE has no unknown tokens.
-
-  @property
-  def sep_id(self) -> int:
-    """The `[sep]` id."""
-    return self._special_id(tokenizer_lib.SEP_TOKEN)
-
-  @property
-  def cls_id(self) -> int:
-    """The `[cls]` id."""
-    return self._special_id(tokenizer_lib.CLS_TOKEN)
 
   @property
   def seqio_pad_compatible(self) -> bool:
