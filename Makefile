@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL_DIR ?= runs/demo
+# Test files run this many at a time (pytest-xdist; a file's tests share a process).
+TEST_WORKERS ?= 2
 T5_VERSION := 0.9.4
 TORCH_VERSION := 2.13.0
 # CPU-only torch wheels (torch is only for reading pytorch_model.bin and for the
@@ -40,7 +42,7 @@ bench: setup
 	$(PY) -m freelm_jax.bench --gin_file=gin/base.gin
 
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 clean:
 	rm -rf $(VENV) runs

@@ -2,11 +2,13 @@
 
 import gzip
 import json
+import sys
 import uuid
 
 import numpy as np
 import pytest
 import seqio
+import tensorflow as tf
 
 import tasks
 from freelm_jax import input_pipeline
@@ -186,3 +188,14 @@ def test_demo_data_is_registered_with_a_held_out_type():
   mixture = seqio.get_mixture_or_task(tasks.opinions.TEACHER_MIXTURE)
   assert sorted(t.name for t in mixture.tasks) == sorted(tasks.opinions.TRAINED_TASKS)
   assert VOCAB.pad_id == 0 and VOCAB.vocab_size == 8192
+
+
+def test_a_users_map_function_is_still_converted_by_autograph():
+  # `import tasks` leaves AutoGraph off for seqio's and this project's code only.
+  def shrink(x):  # Python control flow on a tensor: needs AutoGraph
+    if x > 2:
+      return x - 2
+    return x
+
+  assert 'tasks' in sys.modules
+  assert list(tf.data.Dataset.range(5).map(shrink).as_numpy_iterator()) == [0, 1, 2, 1, 2]
