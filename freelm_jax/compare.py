@@ -13,10 +13,8 @@ curves, EVAL_EVERY = 0 (only the final evaluation) becomes TRAIN_STEPS // 5.
 """
 
 import os
-import sys
 from typing import Sequence
 
-from absl import app
 from absl import flags
 from absl import logging
 import gin
@@ -140,4 +138,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, argv=gin_utils.rewrite_gin_args(sys.argv))
+  gin_utils.run_cli(main)

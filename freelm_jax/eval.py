@@ -12,9 +12,7 @@ read first; --gin_file files are layered on top (e.g. gin/eval/glue_paper.gin).
 
 import dataclasses
 import os
-import sys
 
-from absl import app
 from absl import flags
 
 from freelm_jax import console
@@ -84,4 +82,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, argv=gin_utils.rewrite_gin_args(sys.argv))
+  gin_utils.run_cli(main)

@@ -8,9 +8,6 @@ themselves; elsewhere add --coordinator_address=HOST:PORT --num_processes=N
 --process_id=I [--distributed_timeout=SECONDS].
 """
 
-import sys
-
-from absl import app
 from absl import flags
 
 from freelm_jax import console
@@ -47,4 +44,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, argv=gin_utils.rewrite_gin_args(sys.argv))
+  gin_utils.run_cli(main)
