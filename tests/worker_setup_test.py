@@ -84,8 +84,8 @@ def test_a_module_import_runs_once_in_the_parent_and_once_in_each_worker(tmp_pat
       'network.ModelConfig.num_layers = 1', 'network.ModelConfig.d_model = 32',
       'network.ModelConfig.num_heads = 2', 'LM_BATCH_SIZE = 8', 'TEACHER_BATCH_SIZE = 8',
       'LM_SEQ_LEN = 32', 'TEACHER_SEQ_LEN = 24', 'WARMUP_STEPS = 1', 'TRAIN_STEPS = 2',
-      'LM_EVAL_BATCHES = 1', "train_lib.DataConfig.eval_tasks = ['opinions_party']",
-      'train_lib.DataConfig.eval_max_examples = 8']
+      'LM_EVAL_BATCHES = 0', "train_lib.DataConfig.eval_tasks = ['opinions_party']",
+      'train_lib.DataConfig.eval_max_examples = 8', 'train_lib.DataConfig.eval_probe = False']
   process = subprocess.run(
       [sys.executable, '-m', 'freelm_jax.train', '--gin_file=gin/base.gin',
        f'--model_dir={tmp_path / "model"}', '--module_import=pid_tasks',
