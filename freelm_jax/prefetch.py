@@ -17,7 +17,6 @@ from a server that has imported TensorFlow and the built-in tasks once
 import dataclasses
 import importlib
 import multiprocessing
-from multiprocessing import forkserver
 import os
 import queue
 import signal
@@ -97,16 +96,11 @@ def _worker(function: str, kwargs: dict, setup: WorkerSetup, out) -> None:
 
 
 def _context():
+  """multiprocessing's fork server, preloading `worker_preload` when it starts
+  (with this process's first worker; it lives as long as this process)."""
   context = multiprocessing.get_context('forkserver')
-  context.set_forkserver_preload(['freelm_jax.worker_preload'])  # before it starts
+  context.set_forkserver_preload(['freelm_jax.worker_preload'])
   return context
-
-
-def start_worker_server() -> None:
-  """Starts the workers' fork server now (it is started on first use anyway):
-  its imports then overlap the caller's own start-up."""
-  _context()
-  forkserver.ensure_running()
 
 
 class ProcessIterator:

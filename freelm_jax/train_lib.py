@@ -373,7 +373,6 @@ def train(
     finished = finished_evaluation(model_dir, int(state.step), train_steps)
     if finished:
       return finished
-    prefetch.start_worker_server()  # its imports overlap setting the run up
     run.begin(int(state.step), facts, in_run)
     state, preempted = run.steps(state, seed, log_every, checkpoint_every)
     rows = [] if preempted else run.evaluate(int(state.step), state.params)
