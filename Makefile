@@ -1,15 +1,21 @@
-# make setup : create .venv and install everything (idempotent; quick when done)
-# make demo  : train + evaluate FreeLM on the embedded default (CPU)
+# make setup : create .venv, install the pinned set and this project (editable)
+#              (idempotent; quick when done). ACCELERATOR=cuda12 or tpu adds
+#              JAX's GPU or TPU build; PYTHON=python3.12 picks the interpreter.
+# make demo  : train + evaluate FreeLM on the embedded default
 # make test  : run the test suite
 # make compare : parity vs lm_only vs teacher_only, same budget (runs/compare)
-# make bench : step benchmark (JSON lines; tiny config here, any config via gin)
+# make bench : step benchmark (JSON lines; any config via gin)
 PYTHON ?= python3
+# Extras of pyproject.toml installed by `make setup`: the interop references
+# and the test tools, plus JAX's accelerator build when ACCELERATOR is set.
+ACCELERATOR ?=
+comma := ,
+EXTRAS := interop,dev$(if $(ACCELERATOR),$(comma)$(ACCELERATOR))
 VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL_DIR ?= runs/demo
 # Test files run this many at a time (pytest-xdist; a file's tests share a process).
 TEST_WORKERS ?= 2
-T5_VERSION := 0.9.4
 TORCH_VERSION := 2.13.0
 # CPU-only torch wheels (torch is only for reading pytorch_model.bin and for the
 # interop tests' references). Unreachable: pip warns and falls back to its
@@ -18,18 +24,24 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: setup demo compare test bench clean
 
-setup: $(VENV)/.installed
+# One stamp per ACCELERATOR, so that adding one re-runs the (idempotent) steps.
+STAMP := $(VENV)/.installed$(if $(ACCELERATOR),-$(ACCELERATOR))
 
-$(VENV)/.installed: requirements.txt
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; v = sys.version_info; sys.exit(0 if v >= (3, 11) else \
+	  f"error: freelm_jax needs Python 3.11 or newer; $(PYTHON) is {v.major}.{v.minor}. " \
+	  "Choose another interpreter: make setup PYTHON=python3.11 (or python3.12).")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and on its own, so that requirements.txt finds a CPU build
 	# installed (PyPI's Linux default is a CUDA build of several GB).
 	$(PY) -m pip install -q --no-deps $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) torch==$(TORCH_VERSION)
 	$(PY) -m pip install -q -r requirements.txt
-	# t5 without its dependencies: they would replace seqio/tensorflow-datasets
-	# with seqio-nightly/tfds-nightly (same modules, different code).
-	$(PY) -m pip install -q --no-deps t5==$(T5_VERSION)
+	# This project, editable (every command works from any directory), with
+	# its extras; requirements.txt keeps every version at its pin.
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]" -c requirements.txt
 	touch $@
 
 demo: setup

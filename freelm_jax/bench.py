@@ -247,5 +247,10 @@ def main(argv):
     print(json.dumps(line), flush=True)
 
 
-if __name__ == '__main__':
+def run():
+  """The `freelm-bench` command."""
   app.run(main, argv=gin_utils.rewrite_gin_args(sys.argv))
+
+
+if __name__ == '__main__':
+  run()

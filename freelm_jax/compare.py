@@ -137,5 +137,10 @@ def main(argv):
   print(f'Wrote {md} and {png}.')
 
 
-if __name__ == '__main__':
+def run():
+  """The `freelm-compare` command."""
   gin_utils.run_cli(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -14,8 +14,9 @@ from typing import Callable, Optional
 from absl import logging as absl_logging
 import tqdm
 
-_OWN_DIRS = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               name) + os.sep for name in ('freelm_jax', 'tasks'))
+from freelm_jax import resources
+
+_OWN_DIRS = resources.source_dirs()
 _FILE_HANDLER: Optional[logging.Handler] = None
 
 

@@ -25,6 +25,7 @@ from absl import flags
 
 from freelm_jax import errors
 from freelm_jax import gin_utils
+from freelm_jax import resources
 
 flags.DEFINE_string('input', None, 'Source: a model_dir, HF GPT-2 or FreeLM directory.',
                     required=True)
@@ -100,7 +101,7 @@ def convert() -> str:
     raise ValueError(f'--output={FLAGS.output} already exists.')
   checkpoint = interop.load(FLAGS.input, FLAGS.step)
   to = FLAGS.to or ('hf' if interop.is_model_dir(FLAGS.input) else 'model_dir')
-  tokenizer_dir = FLAGS.vocab_dir or FLAGS.input
+  tokenizer_dir = resources.resolve(FLAGS.vocab_dir) if FLAGS.vocab_dir else FLAGS.input
   staging = FLAGS.output.rstrip('/') + '.converting'
   shutil.rmtree(staging, ignore_errors=True)
   try:
@@ -125,5 +126,10 @@ def main(argv):
     print(convert())
 
 
-if __name__ == '__main__':
+def run():
+  """The `freelm-convert` command."""
   app.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -81,5 +81,10 @@ def main(argv):
   print(evaluation.format_table(gin_utils.run_or_exit(run)))
 
 
-if __name__ == '__main__':
+def run():
+  """The `freelm-eval` command."""
   gin_utils.run_cli(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -7,7 +7,8 @@ scores every template of every label and averages P(true) over a label's
 templates before the argmax (gin: `evaluation.evaluate.templates`).
 
 Each task reports its metrics (`TeacherTask.metrics`, GLUE's per task) through
-t5's metric functions, on a 0-1 scale: `accuracy`; `f1` (of label 1, as GLUE
+scikit-learn's and SciPy's functions (the ones t5's GLUE metrics wrap), on a
+0-1 scale: `accuracy`; `f1` (of label 1, as GLUE
 does for MRPC and QQP); `matthews` (CoLA); `pearson` and `spearman` between the
 gold score and the expected label index under P(true) normalised over the
 candidates (STS-B: P("same meaning") / (P("same meaning") + P("different"))).
@@ -19,7 +20,8 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import gin
 import numpy as np
-from t5.evaluation import metrics as t5_metrics
+from scipy import stats
+from sklearn import metrics as sk_metrics
 import tabulate
 
 from freelm_jax import baselines
@@ -62,16 +64,13 @@ def _expected_label(p_true: np.ndarray) -> np.ndarray:
   return weights @ np.arange(p_true.shape[1])
 
 
-# name -> function of predict()'s per-task dict, on a 0-1 scale (t5 reports 0-100).
+# name -> function of predict()'s per-task dict, on a 0-1 scale.
 METRICS = {
-    'accuracy': lambda p: t5_metrics.accuracy(p['labels'], p['predicted'])['accuracy'] / 100,
-    'f1': lambda p: t5_metrics.f1_score_with_invalid(p['labels'], p['predicted'])['f1'] / 100,
-    'matthews': lambda p: t5_metrics.sklearn_metrics_wrapper('matthews_corrcoef')(
-        p['labels'], p['predicted'])['matthews_corrcoef'],
-    'pearson': lambda p: t5_metrics.pearson_corrcoef(
-        p['gold_scores'], _expected_label(p['p_true']))['pearson_corrcoef'] / 100,
-    'spearman': lambda p: t5_metrics.spearman_corrcoef(
-        p['gold_scores'], _expected_label(p['p_true']))['spearman_corrcoef'] / 100,
+    'accuracy': lambda p: sk_metrics.accuracy_score(p['labels'], p['predicted']),
+    'f1': lambda p: sk_metrics.f1_score(p['labels'], p['predicted']),  # of label 1
+    'matthews': lambda p: sk_metrics.matthews_corrcoef(p['labels'], p['predicted']),
+    'pearson': lambda p: stats.pearsonr(p['gold_scores'], _expected_label(p['p_true']))[0],
+    'spearman': lambda p: stats.spearmanr(p['gold_scores'], _expected_label(p['p_true']))[0],
 }
 
 

@@ -21,10 +21,8 @@ import gin
 from freelm_jax import console
 from freelm_jax import errors
 from freelm_jax import prefetch
+from freelm_jax import resources
 from freelm_jax import storage
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GIN_DIR = os.path.join(REPO_ROOT, 'gin')
 
 
 # What input workers repeat to rebuild this process's tasks (`worker_setup`):
@@ -136,14 +134,16 @@ _PARSING_DIRS: list[str] = []
 
 def find_gin_file(path: str) -> Optional[str]:
   """A local gin file: absolute, else relative to the including file's
-  directory, gin/, the working directory, then the repository root."""
+  directory, the shipped gin/ directory, the working directory, then among
+  the shipped files by its `gin/...` name (`resources.shipped`)."""
   if os.path.isabs(path):
     return path if os.path.isfile(path) else None
-  for base in _PARSING_DIRS[-1:] + [GIN_DIR, os.getcwd(), REPO_ROOT]:
+  for base in _PARSING_DIRS[-1:] + [resources.gin_dir(), os.getcwd()]:
     candidate = os.path.join(base, path)
     if os.path.isfile(candidate):
       return os.path.abspath(candidate)
-  return None
+  found = resources.shipped(path)
+  return found if found and os.path.isfile(found) else None
 
 
 @contextlib.contextmanager
@@ -174,15 +174,18 @@ _install_file_reader()
 
 
 def _resolve(path: str) -> str:
-  """A gin file as given (local or remote), else relative to the repository root."""
+  """A gin file as given (local or remote), else a shipped config by its
+  `gin/...` name or its name inside gin/ (`base.gin`, `models/tiny.gin`)."""
   if storage.is_remote(path):
     if _is_remote_file(path):
       return path
     raise ConfigError(f'--gin_file={path}: no such file.')
-  for candidate in (path, os.path.join(REPO_ROOT, path)):
-    if os.path.isfile(candidate):
+  for candidate in (path, resources.shipped(path),
+                    None if os.path.isabs(path) else os.path.join(resources.gin_dir(), path)):
+    if candidate and os.path.isfile(candidate):
       return os.path.abspath(candidate)
-  raise ConfigError(f'--gin_file={path}: no such file.')
+  raise ConfigError(f'--gin_file={path}: no such file (shipped configs are in '
+                    f'{resources.gin_dir()}).')
 
 
 def parse(gin_files: Sequence[str], bindings: Sequence[str],

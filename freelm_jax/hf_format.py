@@ -36,8 +36,9 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
       # lazy: torch is optional and heavy; only pytorch_model.bin needs it
       import torch  # pylint: disable=g-import-not-at-top
     except ImportError:
-      raise errors.CheckpointError(f'{torch_file}: reading it needs torch (make setup '
-                                   'installs a CPU build).') from None
+      raise errors.CheckpointError(
+          f'{torch_file}: reading it needs torch: pip install "freelm_jax[interop]" '
+          '(or use a model.safetensors copy).') from None
     state = torch.load(torch_file, map_location='cpu', weights_only=True)
     tensors = {k: v.detach().float().numpy() for k, v in state.items()}
   else:

@@ -4,7 +4,9 @@ process feeds).
 """
 
 import contextlib
+import glob
 import math
+import os
 import threading
 from typing import Optional, Sequence
 
@@ -173,6 +175,37 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
   with _deadline(timeout_s, message):
     jax.distributed.initialize(coordinator_address, num_processes, process_id,
                                initialization_timeout=timeout_s + 60)
+
+
+# PCI vendor (and class prefix) of the accelerators JAX can use -> the install
+# that makes JAX use them.
+_ACCELERATORS = (
+    ('0x10de', '0x03', 'an NVIDIA GPU', 'cuda12'),  # NVIDIA, display/3D controller
+    ('0x1ae0', '', 'a Cloud TPU', 'tpu'),  # Google
+)
+
+
+def unused_accelerator_hint(backend: str, sysfs: str = '/sys/bus/pci/devices') -> Optional[str]:
+  """One line naming the install that fixes it, when JAX runs on the CPU
+  (`backend`) of a machine whose PCI bus shows a GPU or TPU; else None."""
+  if backend != 'cpu':
+    return None
+  for device in sorted(glob.glob(os.path.join(sysfs, '*'))):
+    vendor, device_class = (_read(os.path.join(device, f)) for f in ('vendor', 'class'))
+    for want_vendor, class_prefix, what, extra in _ACCELERATORS:
+      if vendor == want_vendor and device_class.startswith(class_prefix):
+        return (f'This machine has {what}, but JAX runs on the CPU: install JAX for '
+                f'it with pip install "freelm_jax[{extra}]" (in a checkout: '
+                f'make setup ACCELERATOR={extra}).')
+  return None
+
+
+def _read(path: str) -> str:
+  try:
+    with open(path) as f:
+      return f.read().strip()
+  except OSError:
+    return ''
 
 
 def _on_cloud_tpu_vm() -> bool:

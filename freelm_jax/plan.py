@@ -134,5 +134,10 @@ def main(argv):
   print(json.dumps(result, indent=2))
 
 
-if __name__ == '__main__':
+def run():
+  """The `freelm-plan` command."""
   app.run(main, argv=gin_utils.rewrite_gin_args(sys.argv))
+
+
+if __name__ == '__main__':
+  run()

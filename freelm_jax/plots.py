@@ -94,6 +94,11 @@ def main(argv):
     print(draw_model_dirs(argv[1:], flags.FLAGS.output))
 
 
-if __name__ == '__main__':
+def run():
+  """The `freelm-plots` command."""
   flags.DEFINE_string('output', 'curves.png', 'The PNG file to write.')
   app.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -32,12 +32,12 @@ from freelm_jax import interop
 from freelm_jax import models
 from freelm_jax import network
 from freelm_jax import param_layout
+from freelm_jax import resources
 from freelm_jax import tokenizer as tokenizer_lib
 
 MARKERS = SEP_TOKEN, CLS_TOKEN = tokenizer_lib.SEP_TOKEN, tokenizer_lib.CLS_TOKEN
 # GPT-2's vocabulary as shipped in the `tasks` package (tools/extract_gpt2_vocab.py).
-GPT2_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        'tasks', 'data', 'gpt2')
+GPT2_DIR = os.path.join(resources.tasks_data_dir(), 'gpt2')
 GPT2_VOCAB_SIZE = 50257
 
 Ids = Sequence[int]
@@ -154,7 +154,7 @@ def _tokenizer_dir(path: str, vocab_dir: Optional[str], rows: int) -> Optional[s
   """Where the tokenizer files come from: `vocab_dir`, else `path`, else (an
   embedding of at least GPT-2's 50257 rows) GPT-2's vocabulary shipped in tasks/."""
   if vocab_dir:
-    return vocab_dir
+    return resources.resolve(vocab_dir)
   if _bpe(path) is not None or rows < GPT2_VOCAB_SIZE or not os.path.isdir(GPT2_DIR):
     return path
   return GPT2_DIR

@@ -97,5 +97,10 @@ def main(argv):
     write_rows(score(predictor, rows, FLAGS.batch_size), FLAGS.output)
 
 
-if __name__ == '__main__':
+def run():
+  """The `freelm-score` command."""
   app.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -43,5 +43,10 @@ def main(argv):
     print(evaluation.format_table(rows))
 
 
-if __name__ == '__main__':
+def run():
+  """The `freelm-train` command."""
   gin_utils.run_cli(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -246,7 +246,7 @@ def run_eval(trainer, params, data: DataConfig, step: int, trained: Sequence[str
   Multi-host: every process reads every eval batch, feeds its own rows and
   gets all the results back, so every process computes the same table.
   """
-  with gin.unlock_config():  # t5, under evaluation, registers gin configurables.
+  with gin.unlock_config():  # evaluation registers gin configurables (`evaluate`).
     from freelm_jax import evaluation  # lazy: it imports TensorFlow
   lm_row = run_lm_eval(trainer, params, data)
   rows = [lm_row] if lm_row else []
@@ -365,6 +365,9 @@ def train(
                           skip_nonfinite, extra_objectives)
   trainer.check_schedule(schedule)
   check_batch_sizes(data, trainer.mesh)
+  hint = partitioning.unused_accelerator_hint(jax.default_backend())
+  if hint:
+    logging.warning(hint)
   in_run = run_task_types(data)
   check_task_types(model_config, task_type_order(in_run))
   checkpoints.check_writable(model_dir)

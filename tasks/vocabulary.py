@@ -26,6 +26,7 @@ import seqio
 import tensorflow as tf
 import tokenizers
 
+from freelm_jax import resources
 from freelm_jax import tokenizer as tokenizer_lib
 
 _LOAD_LOCK = threading.Lock()
@@ -204,7 +205,7 @@ def _read(path: str) -> bytes:
 def gpt2_vocabulary(vocab_dir: Optional[str] = None) -> BPEVocabulary:
   """GPT-2's `vocab.json` + `merges.txt` in `vocab_dir` (local or gs://; default:
   GPT-2's own, shipped in tasks/data/gpt2)."""
-  vocab_dir = vocab_dir or GPT2_DIR
+  vocab_dir = resources.resolve(vocab_dir) if vocab_dir else GPT2_DIR
   return BPEVocabulary(os.path.join(vocab_dir, "vocab.json"),
                        os.path.join(vocab_dir, "merges.txt"))
 

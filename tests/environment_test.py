@@ -9,17 +9,12 @@ import pytest
 
 @pytest.mark.parametrize('nightly', ['seqio-nightly', 'tfds-nightly'])
 def test_no_nightly_twin_of_seqio_or_tfds_is_installed(nightly):
-  # t5's metadata pulls these; they install the same modules as seqio and
-  # tensorflow-datasets. `make setup` installs t5 with --no-deps.
+  # They install the same modules as seqio and tensorflow-datasets (t5's
+  # metadata pulls them, which is why t5 is no dependency of this project).
   with pytest.raises(importlib.metadata.PackageNotFoundError):
     importlib.metadata.distribution(nightly)
   importlib.metadata.distribution('seqio')
   importlib.metadata.distribution('tensorflow-datasets')
-
-
-def test_t5_metrics_import_without_its_pulled_dependencies():
-  from t5.evaluation import metrics  # pylint: disable=g-import-not-at-top
-  assert metrics.accuracy([1, 0], [1, 1])['accuracy'] == 50.0
 
 
 def test_model_and_train_step_import_without_tensorflow_or_seqio():

@@ -54,12 +54,13 @@ def test_launch_runs_the_same_train_command_on_every_worker_of_every_slice():
     assert 'echo $! > ~/train.pid' in _flag(command, 'command')
 
 
-def test_install_copies_the_checkout_and_installs_jax_tpu_on_all_workers():
+def test_install_copies_the_checkout_and_installs_the_tpu_extra_on_all_workers():
   tar, scp, ssh = _dry_run('install')
   assert tar[0] == 'tar' and '--exclude=.venv' in tar
   assert scp[3:5] == ['tpu-vm', 'scp'] and _flag(scp, 'worker') == 'all'
   remote = _flag(ssh, 'command')
-  assert "jax[tpu]==" in remote and 'pip install -q --no-deps t5==' in remote
+  assert "pip install -q -e '.[tpu]' -c requirements.txt" in remote
+  assert 'torch' not in remote and 'interop' not in remote  # no CUDA build of torch
 
 
 def test_logs_stop_delete():
