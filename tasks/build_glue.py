@@ -345,7 +345,7 @@ def main(argv) -> None:
 
 
 def run() -> None:
-  """The command line (console script `freelm-build-glue`)."""
+  """The `freelm-build-glue` command (`python -m tasks.build_glue`)."""
   console.quiet_console()
   _define_flags()
   gin_utils.run_cli(main)
