@@ -1,6 +1,6 @@
 r"""Input throughput of the GPT-2 BPE path: LM tokens/s and propositions/s per core.
 
-  python -m freelm_jax.bench_input [--vocab_dir=DIR] [--glue_dir=../shared/data/glue]
+  python -m freelm_jax.bench_input [--vocab_dir=DIR] [--glue_dir=~/.cache/freelm_jax/glue]
       [--seconds=20] [--lm_seq_len=1024] [--teacher_seq_len=256]
 
 Prints one JSON object. The LM stream is the real pipeline
@@ -71,7 +71,7 @@ def _rate(dataset, seconds: float, count) -> dict:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--vocab_dir', default=None)
-  parser.add_argument('--glue_dir', default='../shared/data/glue')
+  parser.add_argument('--glue_dir', default=glue.DEFAULT_GLUE_DIR)  # tasks/build_glue.py
   parser.add_argument('--seconds', type=float, default=20.0)
   parser.add_argument('--lm_seq_len', type=int, default=1024)
   parser.add_argument('--teacher_seq_len', type=int, default=256)
@@ -99,7 +99,7 @@ def main() -> None:
       'lm_tokens_per_s_per_core': round(lm['per_s'] / cores),
       'lm_tokens_per_cpu_s': lm['per_cpu_s'],
   }
-  if os.path.isdir(args.glue_dir):
+  if os.path.isdir(os.path.expanduser(args.glue_dir)):
     names = glue.register_local(args.glue_dir, vocab_dir=vocab_dir, prefix='bench_glue_')
     seqio.MixtureRegistry.add('bench_glue', names['validation'], default_rate=1.0,
                               sample_fn=sources.sample_from_datasets)

@@ -7,9 +7,9 @@ Registered names (`prefix` + task):
     (`glue_mnli_matched`/`_mismatched` are MNLI's two validation splits under
     the split name `validation`.)
   local (`register_local`): `glue_local_<task>` for every `<task>.<split>.jsonl`
-    in a directory (TFDS field names; e.g. ../shared/data/glue); each file's
-    `<split>` becomes a split, and `train_split` names the file split that
-    serves as `train`.
+    in a directory (TFDS field names; `DEFAULT_GLUE_DIR`, written by
+    `python -m tasks.build_glue`); each file's `<split>` becomes a split, and
+    `train_split` names the file split that serves as `train`.
   mixtures: `<prefix>train`, the tasks with a train split, examples-proportional
     with a cap (T5 style; `DEFAULT_CAP`).
 
@@ -39,6 +39,7 @@ from tasks import vocabulary as vocabulary_lib
 
 DEFAULT_CAP = 2**16  # examples-proportional mixing: rates capped at this many examples.
 TFDS_VERSION = '2.0.0'
+DEFAULT_GLUE_DIR = '~/.cache/freelm_jax/glue'  # the local twin's files; tasks/build_glue.py
 
 
 def _nli(hypothesis: str) -> dict:
@@ -171,17 +172,30 @@ def tfds_eval_tasks(prefix: str = 'glue_') -> list[str]:
   return [prefix + t for t in TFDS_TASKS if t != 'mnli']
 
 
+def build_command(glue_dir: str) -> str:
+  """The command that writes the local twin's files into `glue_dir`."""
+  default = os.path.expanduser(DEFAULT_GLUE_DIR)
+  flag = '' if os.path.expanduser(glue_dir) == default else f' --glue_dir={glue_dir}'
+  return f'python -m tasks.build_glue{flag}'
+
+
+def _missing(glue_dir: str, what: str) -> sources.DataError:
+  """The one-line error for a GLUE_DIR without `what`, naming the command that builds it."""
+  return sources.DataError(
+      f'GLUE_DIR {glue_dir!r} has no {what}: build the GLUE files with '
+      f'`{build_command(glue_dir)}` (docs/data.md).')
+
+
 def _local_splits(glue_dir: str, train_split: str) -> dict[str, dict[str, str]]:
   """task -> {split: file} for every `<task>.<split>.jsonl` in `glue_dir`."""
   found: dict[str, dict[str, str]] = {}
-  for path in sorted(glob.glob(os.path.join(os.path.expanduser(glue_dir), '*.jsonl'))):
+  for path in sorted(glob.glob(os.path.join(glue_dir, '*.jsonl'))):
     match = re.fullmatch(r'(\w+)\.([\w-]+)\.jsonl', os.path.basename(path))
     if match and match.group(1) in LOCAL_TASKS:
       found.setdefault(match.group(1), {})[match.group(2)] = os.path.abspath(path)
   if not found:
-    raise sources.DataError(
-        f'GLUE_DIR {glue_dir!r}: no <task>.<split>.jsonl file of a GLUE task '
-        f'({", ".join(LOCAL_TASKS)}).')
+    raise _missing(glue_dir, '<task>.<split>.jsonl file of a GLUE task (such as '
+                   'sst2.validation.jsonl)')
   for splits in found.values():
     if train_split in splits:
       splits['train'] = splits[train_split]
@@ -194,8 +208,10 @@ def register_local(glue_dir: str, train_split: str = 'train',
   """Registers the local twin; returns {split: task names having it}.
 
   Also registers the mixture `<prefix>train` of the tasks that have a train
-  split (their `<task>.<train_split>.jsonl`), if any.
+  split (their `<task>.<train_split>.jsonl`), if any. `glue_dir` may start
+  with `~`.
   """
+  glue_dir = os.path.expanduser(glue_dir)
   _types_first()
   by_split: dict[str, list[str]] = {}
   for task, splits in _local_splits(glue_dir, train_split).items():
@@ -212,9 +228,9 @@ def local_mixture(glue_dir: str, train_split: str = 'train',
                   cap: Optional[int] = DEFAULT_CAP) -> str:
   """The local twin's train mixture name (registers the twin)."""
   if not register_local(glue_dir, train_split, vocab_dir, prefix, cap).get('train'):
-    raise sources.DataError(
-        f'GLUE_DIR {glue_dir!r}: no <task>.{train_split}.jsonl to train on '
-        f'(GLUE_TRAIN_SPLIT={train_split!r}).')
+    raise _missing(os.path.expanduser(glue_dir),
+                   f'<task>.{train_split}.jsonl to train on (such as sst2.{train_split}.jsonl; '
+                   f'GLUE_TRAIN_SPLIT={train_split!r})')
   return prefix + 'train'
 
 
@@ -224,5 +240,6 @@ def local_eval_tasks(glue_dir: str, split: str = 'paper1k', train_split: str = '
   """The local twin's tasks that have `split` (registers the twin)."""
   names = register_local(glue_dir, train_split, vocab_dir, prefix, cap).get(split)
   if not names:
-    raise sources.DataError(f'GLUE_DIR {glue_dir!r}: no <task>.{split}.jsonl file.')
+    raise _missing(os.path.expanduser(glue_dir),
+                   f'<task>.{split}.jsonl file (such as sst2.{split}.jsonl)')
   return names

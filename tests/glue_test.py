@@ -304,6 +304,7 @@ def test_local_twin_trains_both_objectives_and_scores_paper1k(small_glue, tmp_pa
            '--gin.LM_EVAL_BATCHES=0', '--gin_bindings=train_lib.DataConfig.eval_probe=False']
   train = _cli('-m', 'freelm_jax.train', '--gin_file=gin/base.gin',
                '--gin_file=gin/data/glue_local.gin', f"--gin.GLUE_DIR='{small_glue}'",
+               "--gin.GLUE_TRAIN_SPLIT='validation'",  # ../shared has no train files
                f'--model_dir={model_dir}', *model)
   assert train.returncode == 0, train.stderr[-3000:]
   rows = [json.loads(l) for l in open(model_dir / 'metrics.jsonl')]
