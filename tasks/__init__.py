@@ -12,7 +12,13 @@ TensorFlow is hidden from accelerators here: the input pipeline runs on the
 host and must never take the accelerator's memory.
 """
 
-import tensorflow as tf
+from freelm_jax import console
+
+# TensorFlow's C++ start-up lines (CUDA probing) stay off the console of every
+# command that imports the tasks, `python -m tasks.build_glue` included.
+console.import_tensorflow_quietly()
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 try:
   tf.config.set_visible_devices([], 'GPU')

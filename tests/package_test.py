@@ -54,6 +54,7 @@ def test_wheel_holds_every_gin_file_the_shipped_data_and_the_commands(wheel):
   assert gin_files <= names and data_files <= names
   for module in CLI_MODULES:
     assert f'freelm-{module} = freelm_jax.{module}:run' in scripts
+  assert 'freelm-build-glue = tasks.build_glue:run' in scripts
 
 
 _INSTALLED_USE = r'''
