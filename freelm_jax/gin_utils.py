@@ -11,6 +11,7 @@ import functools
 import importlib
 import inspect
 import os
+import re
 import sys
 from typing import Callable, NoReturn, Optional, Sequence
 
@@ -35,6 +36,15 @@ _GIN_REGISTRATIONS: list[tuple[str, dict]] = []
 
 class ConfigError(ValueError):
   """A bad gin file, binding, flag or module; the message names it."""
+
+
+# The data layer's gin names (registered by tasks/gin_configurables.py). Where
+# `tasks` is not imported (`parse(skip_failed_imports=True)`: plan, bench),
+# gin skips their bindings, and a value that calls one becomes None.
+DATA_CONFIGURABLES = (
+    'glue.local_eval_tasks', 'glue.local_mixture', 'glue.register_tfds',
+    'glue.tfds_eval_tasks', 'language.stream', 'tasks.register',
+    'vocabulary.data_file', 'vocabulary.gpt2_dir')
 
 
 def quiet_library_logs() -> None:
@@ -130,6 +140,8 @@ gin.config.register_file_reader(lambda path: storage.resolve(path).open(), _is_r
 
 # Directories of the gin files being parsed, the innermost (including) file last.
 _PARSING_DIRS: list[str] = []
+# The local gin files `parse` read, includes too, in the order read.
+_PARSED_FILES: list[str] = []
 
 
 def find_gin_file(path: str) -> Optional[str]:
@@ -151,6 +163,7 @@ def _open_gin_file(path: str):
   """Opens a gin file; its includes are looked up from its directory while it parses."""
   found = find_gin_file(path)
   _PARSING_DIRS.append(os.path.dirname(found))
+  _PARSED_FILES.append(found)
   try:
     with open(found) as f:
       yield f
@@ -189,16 +202,20 @@ def _resolve(path: str) -> str:
 
 
 def parse(gin_files: Sequence[str], bindings: Sequence[str],
-          skip_failed_imports: bool = False) -> None:
+          skip_failed_imports: bool = False, unread_macros: Sequence[str] = ()) -> None:
   """Parses gin files then bindings; every error names its file or binding.
 
   With `skip_failed_imports`, an `import` in a gin file that fails is skipped
-  (plan.py blocks the TensorFlow-importing `tasks` this way).
+  (plan.py blocks the TensorFlow-importing `tasks` this way), and so are the
+  data layer's configurables (`DATA_CONFIGURABLES`). A setting left
+  `%gin.REQUIRED` is a ConfigError (`_check_required`), except the macros in
+  `unread_macros`, which the caller never reads: those are bound to None.
   """
-  # A non-empty list makes gin skip failed imports; unknown configurables
-  # still fail (none is named in the list).
-  skip = ['<failed imports only>'] if skip_failed_imports else False
+  # A list makes gin skip failed imports and the configurables it names;
+  # other unknown configurables still fail.
+  skip = ['<failed imports only>', *DATA_CONFIGURABLES] if skip_failed_imports else False
   _GIN_REGISTRATIONS.clear()  # the registrations of this config only
+  _PARSED_FILES.clear()
   for path in gin_files:
     try:
       gin.parse_config_file(_resolve(path), skip_unknown=skip)
@@ -220,7 +237,73 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str],
       gin.parse_config(binding)
     except Exception as e:  # pylint: disable=broad-except
       raise ConfigError(f'--gin_bindings={binding}: {_one_line(e)}') from e
+  if skip_failed_imports:
+    _unbind_skipped()
+  for name in set(unread_macros) & set(_unset_required()):
+    gin.bind_parameter((name, 'gin.macro', 'value'), None)
+  _check_required()
   gin.finalize()
+
+
+def _unbind_skipped() -> None:
+  """Binds None where a value calls a skipped configurable (gin.finalize
+  rejects such a value); nothing reads the data layer without `tasks`."""
+  # pylint: disable=protected-access
+  for (scope, selector), values in list(gin.config._CONFIG.items()):
+    for param, value in list(values.items()):
+      if any(isinstance(v, gin.config._UnknownConfigurableReference)
+             for v in gin.config._iterate_flattened_values(value)):
+        gin.bind_parameter((scope, selector, param), None)
+
+
+def parsed_files() -> list[str]:
+  """The local gin files the last `parse` read, includes too, in order."""
+  return list(_PARSED_FILES)
+
+
+def _unset_required() -> list[str]:
+  """Settings still `%gin.REQUIRED`: a macro by its name, else its binding key."""
+  unset = []
+  # gin's own check (`find_missing_overrides_hook`, run by `gin.finalize`)
+  # names only the binding key, e.g. `INIT_FROM/macro.value`; this is its test.
+  for (scope, selector), values in gin.config._CONFIG.items():  # pylint: disable=protected-access
+    for param, value in values.items():
+      if (isinstance(value, gin.config.ConfigurableReference)
+          and value.configurable.wrapped is gin.config._retrieve_constant  # pylint: disable=protected-access
+          and value.scoped_configurable_fn() is gin.REQUIRED):
+        unset.append(scope if selector == 'gin.macro' else
+                     f'{scope}/{selector}.{param}'.lstrip('/'))
+  return unset
+
+
+def _check_required() -> None:
+  """Raises a ConfigError for the first setting left `%gin.REQUIRED`: one line
+  naming it and where it is required, with what that gin file's comment on it
+  says (the comment ending its line, else the comment lines right above it)."""
+  unset = _unset_required()
+  if not unset:
+    return
+  name = unset[0]
+  where, comment = _required_comment(name)
+  advice = comment or f'set it with --gin.{name}=VALUE.'
+  raise ConfigError(f'{name} is required{f" by {where}" if where else ""}: {advice}')
+
+
+def _required_comment(name: str) -> tuple[Optional[str], str]:
+  """('file:line', comment) of the last `name = %gin.REQUIRED` line parsed."""
+  pattern = re.compile(rf'{re.escape(name)}\s*=\s*%gin\.REQUIRED\s*(#.*)?$')
+  for path in reversed(_PARSED_FILES):
+    with open(path) as f:
+      lines = f.read().splitlines()
+    for number in reversed(range(len(lines))):
+      match = pattern.match(lines[number])
+      if match:
+        above = number
+        while not match.group(1) and above > 0 and lines[above - 1].startswith('#'):
+          above -= 1
+        comment = lines[above:number] + [match.group(1) or '']
+        return f'{resources.shown(path)}:{number + 1}', ' '.join(l.lstrip('#').strip() for l in comment).strip()
+  return None, ''
 
 
 def _one_line(error: Exception) -> str:

@@ -56,6 +56,14 @@ def resolve(path: str) -> str:
   return shipped(path) or path
 
 
+def shown(path: str) -> str:
+  """A shipped gin file as the docs name it (`gin/paper.gin`), else `path`."""
+  root = gin_dir()
+  if os.path.abspath(path).startswith(root + os.sep):
+    return os.path.join('gin', os.path.relpath(os.path.abspath(path), root))
+  return path
+
+
 def source_dirs() -> tuple[str, ...]:
   """The directories of this project's Python code (for log filtering)."""
   return tuple(os.path.join(_SOURCE_ROOT, name) + os.sep for name in ('freelm_jax', 'tasks'))

@@ -99,9 +99,10 @@ def trainer_without_data(gin_files: Sequence[str], bindings: Sequence[str],
 
   gin's `import tasks` is skipped (it would import TensorFlow), so `plan` and
   `bench` run where only JAX is installed; the batch sizes are checked.
+  INIT_FROM may stay `%gin.REQUIRED` (gin/paper.gin): no weights are loaded here.
   """
   sys.modules['tasks'] = None  # gin's `import tasks` fails, and is skipped.
-  gin_utils.parse(gin_files, bindings, skip_failed_imports=True)
+  gin_utils.parse(gin_files, bindings, skip_failed_imports=True, unread_macros=('INIT_FROM',))
   model_config, data = ModelConfig(), DataConfig()
   schedule = schedules.get(_bound_to_train('objective_schedule'))
   trainer = build_trainer(

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import subprocess
 import sys
 
 import gin
@@ -54,3 +55,41 @@ def test_missing_include_is_one_config_error(cwd_with_package_like_folders):
   (cwd_with_package_like_folders / 'bad.gin').write_text("include 'runs/nope.gin'\n")
   with pytest.raises(gin_utils.ConfigError, match=r'--gin_file=bad.gin: .*runs/nope.gin'):
     gin_utils.parse(['bad.gin'], [])
+
+
+PARSE_WITHOUT_TASKS = '''
+import sys
+sys.modules['tasks'] = None
+import gin
+from freelm_jax import gin_utils
+for files in (['gin/base.gin'], ['gin/paper.gin'], ['gin/rehearsal/paper_cpu.gin'],
+              ['gin/base.gin', 'gin/data/glue_local.gin']):
+  gin.clear_config(clear_constants=True)
+  gin_utils.parse(files, [], skip_failed_imports=True, unread_macros=('INIT_FROM', 'GLUE_DIR'))
+  print(repr(gin.query_parameter('train_lib.DataConfig.lm_task')))
+'''
+
+
+def test_shipped_configs_parse_without_tasks_as_plan_does():
+  """Without `tasks` (TensorFlow, as in plan and bench) the data configurables
+  the shipped gin files call are skipped (`DATA_CONFIGURABLES`): None."""
+  result = subprocess.run([sys.executable, '-c', PARSE_WITHOUT_TASKS], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.split() == ["'opinions_lm'", 'None', 'None', 'None']
+
+
+def test_a_required_setting_left_unset_is_one_line_quoting_its_comment(tmp_path):
+  gin.clear_config(clear_constants=True)
+  (tmp_path / 'exp.gin').write_text(
+      "include 'base.gin'\n# Where the data lives:\n# any directory.\nDATA_DIR = %gin.REQUIRED\n"
+      "WEIGHTS = %gin.REQUIRED  # a checkpoint directory\n")
+  with pytest.raises(gin_utils.ConfigError) as error:
+    gin_utils.parse([str(tmp_path / 'exp.gin')], ["WEIGHTS = 'w'"])
+  assert str(error.value) == (
+      f'DATA_DIR is required by {tmp_path / "exp.gin"}:4: Where the data lives: any directory.')
+  gin.clear_config(clear_constants=True)
+  with pytest.raises(gin_utils.ConfigError, match=r'^WEIGHTS is required by .*exp.gin:5: a '
+                     r'checkpoint directory$'):
+    gin_utils.parse([str(tmp_path / 'exp.gin')], ["DATA_DIR = 'd'"])
+  gin.clear_config(clear_constants=True)

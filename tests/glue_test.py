@@ -275,8 +275,8 @@ def test_paper_recipe_parses_and_registers_its_tasks(gpt2_format_vocab):
 import json
 import seqio
 from freelm_jax import gin_utils, train_lib
-gin_utils.parse(['gin/base.gin', 'gin/models/freelm_0.3b.gin', 'gin/data/paper.gin'],
-                ["GPT2_VOCAB_DIR = '{gpt2_format_vocab}'"])
+gin_utils.parse(['gin/paper.gin'], ["GPT2_VOCAB_DIR = '{gpt2_format_vocab}'",
+                                    "INIT_FROM = '/models/gpt2-medium'"])
 data = train_lib.DataConfig()
 mixture = seqio.get_mixture_or_task(data.teacher_mixture)
 lm = seqio.get_mixture_or_task(data.lm_task)

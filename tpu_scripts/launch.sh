@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Starts the same train command on every worker, in the background (log: ~/train.log).
 # TPU VM workers find each other (jax.distributed.initialize() auto-detects them).
-#   tpu_scripts/launch.sh --name=freelm [--dry_run] -- --gin_file=gin/base.gin \
-#       --gin_file=gin/models/freelm_0.3b.gin --model_dir=gs://BUCKET/runs/freelm_0.3b
+#   tpu_scripts/launch.sh --name=freelm [--dry_run] -- --gin_file=gin/paper.gin \
+#       --gin.INIT_FROM="'/models/gpt2-medium'" --model_dir=gs://BUCKET/runs/paper
 source "$(dirname "$0")/common.sh"
 parse_flags "$@"
 ((${#ARGS[@]})) || die "give the train flags after --, e.g. -- --gin_file=gin/base.gin --model_dir=gs://BUCKET/run"
