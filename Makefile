@@ -2,7 +2,7 @@
 # make demo  : train + evaluate FreeLM on the embedded default (CPU)
 # make test  : run the test suite
 # make compare : parity vs lm_only vs teacher_only, same budget (runs/compare)
-# make bench : step benchmark (JSON lines; tiny config here, any config via gin)
+# make bench : step benchmark (JSON lines; gin/base.gin here, any config via gin)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
