@@ -4,7 +4,7 @@
 # make demo  : train + evaluate FreeLM on the embedded default
 # make test  : run the test suite
 # make compare : parity vs lm_only vs teacher_only, same budget (runs/compare)
-# make bench : step benchmark (JSON lines; any config via gin)
+# make bench : step benchmark (JSON lines; gin/base.gin here, any config via gin)
 PYTHON ?= python3
 # Extras of pyproject.toml installed by `make setup`: the interop references
 # and the test tools, plus JAX's accelerator build when ACCELERATOR is set.

@@ -6,11 +6,11 @@
 # OUTPUT_DIR/<date>-<card>.log. Variants start only while the time budget lasts.
 #
 #   bash benchmarks/run_gpu.sh [OUTPUT_DIR]             # on a GPU host (see BENCHMARKS.md)
-#   BENCH_DRY=1 bash benchmarks/run_gpu.sh [OUTPUT_DIR] # CPU: the tiny config, no peers
+#   BENCH_DRY=1 bash benchmarks/run_gpu.sh [OUTPUT_DIR] # CPU: the demo config cut to one layer, no peers
 #
 # OUTPUT_DIR: the first argument, else $OUT, else benchmarks/results.
-# Environment: PYTHON (default python3); PEERS (path to a peer script such as
-# gpu_peer_baselines.py, run with --batch 16 --seq 1024 --steps N; unset or
+# Environment: PYTHON (default python3); PEERS (path to your own peer script,
+# run with --batch 16 --seq 1024 --steps N, see BENCHMARKS.md; unset or
 # missing: the peers are skipped); WHEELS (optional directory of .whl files,
 # e.g. gin-config, installed into a temporary site directory first);
 # BENCH_BUDGET_S (default 400: the whole script ends within about that many

@@ -42,6 +42,7 @@ from freelm_jax import packing
 from freelm_jax import train_lib
 
 gin_utils.define_flags()
+flags.adopt_module_key_flags(gin_utils)  # --help lists them with the tool's own
 flags.DEFINE_integer('steps', 10, 'Timed steps per objective (after warm-up).')
 flags.DEFINE_integer('warmup_steps', 2, 'Untimed steps per objective after compiling.')
 flags.DEFINE_float('peak_tflops', None, 'Peak dense bf16 TFLOP/s of one device '

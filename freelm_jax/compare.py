@@ -30,6 +30,7 @@ console.quiet_environment()  # before TensorFlow and JAX load
 SCHEDULES = tuple(s.name for s in schedules_lib.BUILT_IN)
 
 gin_utils.define_flags()
+flags.adopt_module_key_flags(gin_utils)  # --help lists them with the tool's own
 flags.DEFINE_string('output_dir', 'runs/compare', 'One model_dir per schedule goes here.')
 FLAGS = flags.FLAGS
 

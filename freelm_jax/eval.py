@@ -22,6 +22,7 @@ from freelm_jax import storage
 console.quiet_environment()  # before TensorFlow and JAX load
 
 gin_utils.define_flags()
+flags.adopt_module_key_flags(gin_utils)  # --help lists them with the tool's own
 flags.DEFINE_string('model_dir', None, 'The trained model_dir.', required=True)
 flags.DEFINE_integer('checkpoint_step', None, 'Step to load (default: newest).')
 flags.DEFINE_list('tasks', None, 'Teacher tasks (default: the config\'s eval tasks).')

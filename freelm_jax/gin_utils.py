@@ -54,7 +54,8 @@ def quiet_library_logs() -> None:
 
 def define_flags() -> None:
   flags.DEFINE_multi_string('gin_file', [], 'Gin files, applied in order.')
-  flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings (NAME=VALUE).')
+  flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings (NAME=VALUE); '
+                            '--gin.NAME=VALUE is short for one.')
   flags.DEFINE_multi_string(
       'module_import', [], 'Modules to import first (e.g. to register tasks).')
   # Multi-host (GPU clusters, tests); Cloud TPU VMs need none of these.

@@ -26,6 +26,7 @@ from freelm_jax import errors
 from freelm_jax import gin_utils
 
 gin_utils.define_flags()
+flags.adopt_module_key_flags(gin_utils)  # --help lists them with the tool's own
 flags.DEFINE_integer('num_devices', 8, 'Virtual devices to plan for.')
 flags.DEFINE_float('device_memory_gib', 16.0, 'Memory of one device, for `fits`.')
 FLAGS = flags.FLAGS

@@ -16,6 +16,7 @@ from freelm_jax import gin_utils
 console.quiet_environment()  # before TensorFlow and JAX load
 
 gin_utils.define_flags()
+flags.adopt_module_key_flags(gin_utils)  # --help lists them with the tool's own
 flags.DEFINE_string('model_dir', None, 'Overrides the MODEL_DIR macro.')
 FLAGS = flags.FLAGS
 

@@ -56,3 +56,17 @@ def test_train_cli_console_is_quiet_and_logs_to_file(run):
   assert 'perplexity' in result.stdout
   log = (model_dir / 'train.log').read_text()
   assert 'Evaluation at step 2' in log
+
+
+def test_help_of_every_gin_tool_lists_the_gin_and_multi_host_flags():
+  own = {'train': 'model_dir', 'eval': 'checkpoint_step', 'compare': 'output_dir',
+         'plan': 'num_devices', 'bench': 'steps'}
+  processes = {tool: subprocess.Popen(  # at once: most of each is starting Python
+      [sys.executable, '-m', f'freelm_jax.{tool}', '--help'], cwd=REPO,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for tool in own}
+  for tool, process in processes.items():
+    out, err = process.communicate(timeout=300)  # absl's --help exits 1
+    assert 'Try --helpfull' in out, err[-2000:]
+    for flag in (own[tool], 'gin_file', 'gin_bindings', 'module_import',
+                 'coordinator_address', 'num_processes', 'process_id', 'distributed_timeout'):
+      assert f'--{flag}:' in out, (tool, flag, out)
