@@ -192,7 +192,13 @@ def unknown_data_names(tasks) -> list[str]:
   return [name for name in names if name not in known]
 
 
-def gin_problem(files, bindings, modules, names=(), tasks=()) -> Optional[str]:
+# Tools that never load weights: they parse with INIT_FROM unread, as they do
+# themselves (`train_lib.trainer_without_data`).
+LOADS_NO_WEIGHTS = ('freelm_jax.plan', 'freelm_jax.bench')
+
+
+def gin_problem(files, bindings, modules, names=(), tasks=(),
+                unread=()) -> Optional[str]:
   """Why the files and bindings do not parse together, or name a task or
   mixture that does not exist; None if they are fine."""
   # pylint: disable=g-import-not-at-top
@@ -203,7 +209,8 @@ def gin_problem(files, bindings, modules, names=(), tasks=()) -> Optional[str]:
   gin.clear_config(clear_constants=True)
   try:
     gin_utils.import_modules(modules)
-    gin_utils.parse(files, list(bindings) + [f'{name} = None' for name in names])
+    gin_utils.parse(files, list(bindings) + [f'{name} = None' for name in names],
+                    unread_macros=unread)
     unknown = unknown_data_names(tasks)
   except ValueError as e:  # ConfigError, or gin's own (a macro no file defines)
     return ' '.join(str(e).split('config string:')[0].split())
@@ -255,7 +262,8 @@ def command_problems(command, runs) -> list[str]:
       run_files, run_bindings = runs.get(values.get('model_dir'), (DEFAULT_RUN, ()))
       files, bindings = list(run_files) + files, list(run_bindings) + bindings
     tasks = [] if _placeholder(values.get('tasks')) else (values.get('tasks') or '').split(',')
-    problem = gin_problem(files, bindings, modules, names, [t for t in tasks if t])
+    unread = ('INIT_FROM',) if command.module in LOADS_NO_WEIGHTS else ()
+    problem = gin_problem(files, bindings, modules, names, [t for t in tasks if t], unread)
     problems += [problem] if problem else []
   return problems
 
