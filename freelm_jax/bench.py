@@ -43,13 +43,16 @@ from freelm_jax import train_lib
 
 gin_utils.define_flags()
 flags.adopt_module_key_flags(gin_utils)  # --help lists them with the tool's own
-flags.DEFINE_integer('steps', 10, 'Timed steps per objective (after warm-up).')
-flags.DEFINE_integer('warmup_steps', 2, 'Untimed steps per objective after compiling.')
+flags.DEFINE_integer('steps', 10, 'Timed steps per objective (after warm-up).',
+                     lower_bound=1)
+flags.DEFINE_integer('warmup_steps', 2, 'Untimed steps per objective after compiling.',
+                     lower_bound=0)
 flags.DEFINE_float('peak_tflops', None, 'Peak dense bf16 TFLOP/s of one device '
                    '(default: looked up from the device kind).')
 flags.DEFINE_integer('teacher_pack_len', 0, 'Pack the synthetic teacher propositions '
-                     'into rows of this many tokens (0: one proposition per row).')
-flags.DEFINE_integer('teacher_min_len', 64, 'Shortest packed proposition.')
+                     'into rows of this many tokens (0: one proposition per row).',
+                     lower_bound=0)
+flags.DEFINE_integer('teacher_min_len', 64, 'Shortest packed proposition.', lower_bound=1)
 flags.DEFINE_bool('lm_segment_ids', True, 'Give the LM batch segment_ids (packed-row masking).')
 flags.DEFINE_list('objectives', None, 'Steps to time (default: the schedule\'s objectives); '
                   'the schedule\'s mix is timed when all of them are.')
@@ -170,8 +173,8 @@ def bench() -> list:
   steps, results = {}, []
   for objective in FLAGS.objectives or schedule.objectives:
     if objective not in trainer.objectives:
-      raise ValueError(f'--objectives: unknown objective {objective!r} '
-                       f'({", ".join(trainer.objectives)})')
+      raise errors.ConfigError(f'--objectives: unknown objective {objective!r} '
+                               f'({", ".join(trainer.objectives)})')
     state, steps[objective], row = timer.time(objective, state)
     results.append(row)
   if len(schedule.objectives) > 1 and set(schedule.objectives) <= set(steps):
@@ -242,8 +245,7 @@ def schedule_result(trainer, state, schedule, steps: dict, local: dict, results:
 
 def main(argv):
   del argv
-  with errors.exit_on(ValueError, OSError):  # ConfigError is a ValueError
-    lines = bench()
+  lines = gin_utils.run_or_exit(bench)
   for line in lines:
     print(json.dumps(line), flush=True)
 

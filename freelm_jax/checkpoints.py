@@ -134,9 +134,9 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any,
   shardings in `abstract_state`."""
   step = manager.latest_step() if step is None else step
   if step is None:
-    raise FileNotFoundError(f'No checkpoint in {manager.directory}.')
+    raise CheckpointError(f'No checkpoint in {manager.directory}.')
   if step not in manager.all_steps():
-    raise FileNotFoundError(
+    raise CheckpointError(
         f'No checkpoint at step {step} in {manager.directory}; '
         f'steps: {list(manager.all_steps())}.')
   check_shapes(manager, step, abstract_state)

@@ -41,11 +41,14 @@ def evaluate() -> list[dict]:
   data = train_lib.DataConfig()
   data = dataclasses.replace(data, eval_tasks=tuple(FLAGS.tasks or data.eval_tasks),
                              eval_split=FLAGS.split or data.eval_split)
+  model_config = train_lib.ModelConfig()
   trainer = train_lib.build_trainer(
-      train_lib.ModelConfig(), train_lib.MeshConfig(), train_lib.create_optimizer,
+      model_config, train_lib.MeshConfig(), train_lib.create_optimizer,
       1, train_lib.TeacherObjective())
+  train_lib.check_lengths(data, model_config)
   partitioning.check_batch_size('train_lib.DataConfig.eval_batch_size',
                                 data.eval_batch_size, trainer.mesh)
+  train_lib.check_tasks(data)
   manager = checkpoints.create_manager(FLAGS.model_dir, 1)
   state, facts = checkpoints.restore(manager, trainer.abstract_state(),
                                      FLAGS.checkpoint_step)

@@ -25,6 +25,7 @@ from sklearn import metrics as sk_metrics
 import tabulate
 
 from freelm_jax import baselines
+from freelm_jax import errors
 from freelm_jax import prefetch
 import tasks
 
@@ -137,8 +138,8 @@ def evaluate(score: ScoreFn, task_names: Sequence[str], split: str, seq_len: int
   """
   templates = templates or _settings()['templates']
   if templates not in TEMPLATES:
-    raise ValueError(f'evaluation.evaluate.templates = {templates!r}: expected one of '
-                     f'{", ".join(map(repr, TEMPLATES))}.')
+    raise errors.ConfigError(f'evaluation.evaluate.templates = {templates!r}: expected one of '
+                             f'{", ".join(map(repr, TEMPLATES))}.')
   with prefetch.ProcessIterator(
       'freelm_jax.input_pipeline.eval_batches',
       dict(names=list(task_names), seq_len=seq_len, batch_size=batch_size,

@@ -13,6 +13,7 @@ import inspect
 import os
 import re
 import sys
+import traceback
 from typing import Callable, NoReturn, Optional, Sequence
 
 from absl import app
@@ -34,8 +35,7 @@ _IMPORTED_MODULES: list[str] = []
 _GIN_REGISTRATIONS: list[tuple[str, dict]] = []
 
 
-class ConfigError(ValueError):
-  """A bad gin file, binding, flag or module; the message names it."""
+ConfigError = errors.ConfigError
 
 
 # The data layer's gin names (registered by tasks/gin_configurables.py). Where
@@ -65,6 +65,8 @@ def define_flags() -> None:
   flags.DEFINE_integer('process_id', None, 'This process, 0 .. num_processes-1.')
   flags.DEFINE_integer('distributed_timeout', 300,
                        'Seconds to wait for every process to join.')
+  flags.DEFINE_bool('debug', False, 'Show the traceback of every error, the one-line '
+                    'errors of bad settings and data too (also: FREELM_DEBUG=1).')
 
 
 def initialize_distributed() -> None:
@@ -315,12 +317,15 @@ def run_cli(main: Callable[[list[str]], object]) -> NoReturn:
   """`app.run(main)` with the `--gin.NAME=VALUE` flags, then a quick exit: the
   exit handlers run (the run has closed its files, checkpoints and workers by
   then), the interpreter's teardown of TensorFlow's modules (seconds of CPU
-  after every command) does not."""
+  after every command) does not. A bug's traceback is printed first."""
   try:
     app.run(main, argv=rewrite_gin_args(sys.argv))
     code = 0
   except SystemExit as e:
     code = e.code
+  except Exception:  # pylint: disable=broad-except
+    traceback.print_exc()
+    code = 1
   if isinstance(code, str):  # sys.exit('error: ...')
     print(code, file=sys.stderr)
     code = 1
@@ -330,15 +335,65 @@ def run_cli(main: Callable[[list[str]], object]) -> NoReturn:
   os._exit(code or 0)  # pylint: disable=protected-access
 
 
+def debug() -> bool:
+  """Whether --debug (where the command defines it) or FREELM_DEBUG asks for
+  every error's traceback."""
+  flag = flags.FLAGS['debug'].value if 'debug' in flags.FLAGS else False
+  return bool(flag) or errors.debug()
+
+
 def run_or_exit(fn: Callable[[], object]) -> object:
-  """Runs `fn`; a user error (bad flag, config or data) exits with one line."""
-  from tasks import sources  # pylint: disable=g-import-not-at-top
+  """Runs `fn`; a user's mistake (`errors.UserError`: a bad flag, setting,
+  file or data) exits with one line. Anything else is a bug and keeps its
+  traceback, as every error does with `debug()`."""
+  if debug():
+    os.environ['FREELM_DEBUG'] = '1'  # for the input workers too
   try:
     return fn()
-  except (ConfigError, sources.DataError, prefetch.PipelineError, ValueError,
-          OSError) as e:
-    errors.exit_with(sources.explain(e))
-  except Exception as e:  # tf.data wraps errors raised in its generators.
-    if 'DataError' in str(e):
-      errors.exit_with(sources.explain(e))
-    raise
+  except Exception as e:  # pylint: disable=broad-except
+    line = user_error_line(e)
+    if line is None or debug():
+      raise
+    errors.exit_with(line)
+
+
+def user_error_line(error: BaseException) -> Optional[str]:
+  """The one line of a user's mistake, without gin's notes, its settings named
+  as the user set them (`setting_name`); None for anything else."""
+  error = _unwrapped(error)
+  if isinstance(error, errors.SettingError):
+    return error.line(setting_name)
+  return errors.user_message(error)
+
+
+def _unwrapped(error: BaseException) -> BaseException:
+  """The error itself, where gin re-raised it with "In call to configurable
+  ..." (or a file location) appended.
+
+  gin raises a proxy instead: an instance of a subclass of the error's class,
+  made by `gin.utils.augment_exception_message_and_reraise` and raised while
+  the original is handled, so the original is its `__context__`.
+  """
+  while (getattr(type(error).__init__, '__module__', None) == gin.utils.__name__
+         and error.__context__ is not None):
+    error = error.__context__
+  return error
+
+
+def setting_name(owner: object, name: str) -> str:
+  """A parameter as the user sets it: the gin macro bound to it (`TRAIN_STEPS`;
+  through macros bound to macros), else its binding (`train_lib.train.log_every`).
+  `owner` is the class or function whose parameter it is."""
+  configurable = gin.config._inverse_lookup(owner)  # pylint: disable=protected-access
+  if configurable is None:
+    return errors.code_name(owner, name)
+  value = gin.get_bindings(owner, resolve_references=False).get(name)
+  macro = None
+  for _ in range(10):  # a macro's value may be another macro
+    if not (isinstance(value, gin.config.ConfigurableReference)
+            and value.configurable.selector == 'gin.macro' and value.evaluate):
+      break
+    macro = '/'.join(value.scopes)
+    value = gin.get_bindings(f'{macro}/gin.macro', resolve_references=False,
+                             inherit_scopes=False).get('value')
+  return macro or f'{configurable.selector}.{name}'

@@ -31,7 +31,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-import tasks  # registers the embedded default  # pylint: disable=unused-import
+import tasks  # registers the embedded default
 
 LM_KEYS = {'tokens': 'decoder_input_tokens', 'targets': 'decoder_target_tokens',
            'positions': 'decoder_positions', 'segment_ids': 'decoder_segment_ids',
@@ -43,7 +43,7 @@ def _shard_info(shard_index: int, num_shards: int) -> Optional[seqio.ShardInfo]:
 
 
 def _vocabulary(name: str) -> seqio.Vocabulary:
-  return seqio.get_mixture_or_task(name).output_features['targets'].vocabulary
+  return tasks.get_task_or_mixture(name).output_features['targets'].vocabulary
 
 
 def lm_dataset(name: str, seq_len: int, split: str, seed: Optional[int],
@@ -55,7 +55,7 @@ def lm_dataset(name: str, seq_len: int, split: str, seed: Optional[int],
   token (GPT-2's "!" = id 0 included) has weight 1.
   """
   vocabulary = _vocabulary(name)
-  ds = seqio.get_mixture_or_task(name).get_dataset(
+  ds = tasks.get_task_or_mixture(name).get_dataset(
       sequence_length={'targets': seq_len}, split=split, shuffle=shuffle,
       seed=seed, num_epochs=num_epochs,
       shard_info=_shard_info(shard_index, num_shards), use_cached=False)
@@ -129,7 +129,7 @@ def teacher_dataset(name: str, seq_len: int, split: str, shuffle: bool,
   if every_template:
     ds = tasks.propositions.every_template_dataset(name, split, seq_len)
   else:
-    ds = seqio.get_mixture_or_task(name).get_dataset(  # fitted to seq_len, padded
+    ds = tasks.get_task_or_mixture(name).get_dataset(  # fitted to seq_len, padded
         sequence_length={'targets': seq_len}, split=split, shuffle=shuffle,
         seed=seed, num_epochs=num_epochs, trim_output_features=False,
         shard_info=_shard_info(shard_index, num_shards), use_cached=False)
@@ -291,7 +291,7 @@ def lm_eval_batches(name: str, seq_len: int, batch_size: int, split: str,
                     max_batches: Optional[int] = None) -> Iterator[dict]:
   """Packed LM batches of a split, once, in order, at most `max_batches`; the
   last one padded with rows of weight 0. None when the task has no `split`."""
-  if split not in seqio.get_mixture_or_task(name).splits:
+  if split not in tasks.get_task_or_mixture(name).splits:
     return
   ds = lm_dataset(name, seq_len, split, seed=None, num_epochs=1, shuffle=False)
   ds = ds.batch(batch_size)

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from freelm_jax import errors
 from freelm_jax import network
 
 Array = jax.Array
@@ -65,6 +66,10 @@ class LanguageObjective:
   name: str = 'lm'
   stream: str = 'lm'
 
+  def __post_init__(self):
+    errors.check_count(LanguageObjective, 'logits_chunk', self.logits_chunk, 0,
+                       ' (0: the whole sequence at once)')
+
   def loss(self, module, params, batch):
     hidden_BTD = module.apply({'params': params}, batch['tokens'], batch['positions'],
                               batch.get('segment_ids'))
@@ -93,8 +98,8 @@ def _lm_losses(module, params, hidden_BTD, targets_BT, chunk: int) -> tuple[Arra
   if not chunk or chunk >= T:
     return _token_losses(module, params, hidden_BTD, targets_BT)
   if T % chunk:
-    raise ValueError(f'LanguageObjective.logits_chunk={chunk} must divide the '
-                     f'sequence length {T}')
+    raise errors.ConfigError(f'LanguageObjective.logits_chunk={chunk} must divide the '
+                             f'sequence length {T}')
   n = T // chunk
   hidden_NBCD = hidden_BTD.reshape(B, n, chunk, D).swapaxes(0, 1)
   targets_NBC = targets_BT.reshape(B, n, chunk).swapaxes(0, 1)

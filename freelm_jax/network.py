@@ -18,7 +18,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from freelm_jax import errors
+
 Array = jax.Array
+DTYPES = ('float32', 'bfloat16', 'float16')  # compute dtypes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,15 +46,30 @@ class ModelConfig:
   vocab_pad_multiple: int = 1
 
   def __post_init__(self):
-    if self.attention_impl not in ('xla', 'cudnn'):
-      raise ValueError(f"ModelConfig.attention_impl must be 'xla' or 'cudnn', "
-                       f'not {self.attention_impl!r}')
-    if self.attention_impl == 'cudnn' and self.dtype not in ('bfloat16', 'float16'):
-      raise ValueError("ModelConfig.attention_impl='cudnn' needs dtype 'bfloat16' or "
-                       f"'float16', not {self.dtype!r}")
-    if self.vocab_pad_multiple < 1:
-      raise ValueError('ModelConfig.vocab_pad_multiple must be >= 1, '
-                       f'not {self.vocab_pad_multiple}')
+    for name in ('vocab_size', 'num_layers', 'd_model', 'num_heads', 'max_len',
+                 'vocab_pad_multiple'):
+      errors.check_count(ModelConfig, name, getattr(self, name), 1)
+    errors.check(self.d_model % self.num_heads == 0, ModelConfig, 'num_heads',
+                 self.num_heads, 'must divide {d_model}.',
+                 d_model=(ModelConfig, 'd_model', self.d_model))
+    if self.mlp_dim is not None:
+      errors.check_count(ModelConfig, 'mlp_dim', self.mlp_dim, 1, ' (None: 4 * d_model)')
+    errors.check(len(self.head_labels) >= 1 and all(
+        isinstance(n, int) and n >= 1 for n in self.head_labels), ModelConfig,
+                 'head_labels', self.head_labels,
+                 'must be label counts (truth, task type), each at least 1.')
+    errors.check(self.dtype in DTYPES, ModelConfig, 'dtype', self.dtype,
+                 f'must be one of {", ".join(map(repr, DTYPES))}.')
+    errors.check(self.remat_policy in ('none', 'full') or callable(
+        getattr(jax.checkpoint_policies, str(self.remat_policy), None)), ModelConfig,
+                 'remat_policy', self.remat_policy,
+                 "must be 'none', 'full' or a jax.checkpoint_policies name.")
+    errors.check(self.attention_impl in ('xla', 'cudnn'), ModelConfig, 'attention_impl',
+                 self.attention_impl, "must be 'xla' or 'cudnn'.")
+    errors.check(self.attention_impl == 'xla' or self.dtype in ('bfloat16', 'float16'),
+                 ModelConfig, 'attention_impl', self.attention_impl,
+                 "needs dtype 'bfloat16' or 'float16', not {dtype}.",
+                 dtype=(ModelConfig, 'dtype', self.dtype))
 
   @property
   def padded_vocab_size(self) -> int:
@@ -105,7 +123,7 @@ def _cudnn_attention(q_BTHK: Array, k_BSHK: Array, v_BSHK: Array,
                      mask_B1TS: Optional[Array]) -> Array:
   """cuDNN's fused causal attention; a packed-segment mask goes in as a bias."""
   if jax.default_backend() != 'gpu':
-    raise ValueError("ModelConfig.attention_impl='cudnn' needs an NVIDIA GPU; this "
+    raise errors.ConfigError("ModelConfig.attention_impl='cudnn' needs an NVIDIA GPU; this "
                      f"backend is {jax.default_backend()!r}: use attention_impl='xla'")
   return jax.nn.dot_product_attention(q_BTHK, k_BSHK, v_BSHK, mask=mask_B1TS,
                                       is_causal=True, implementation='cudnn')

@@ -49,16 +49,17 @@ def mesh_shape(data: int, fsdp: int, tensor: int, num_devices: int) -> tuple:
   """Resolves one -1 entry to the remaining devices; checks the product."""
   dims = [data, fsdp, tensor]
   if dims.count(-1) > 1:
-    raise ValueError(f'At most one of DATA/FSDP/TENSOR_PARALLELISM may be -1, got {dims}.')
+    raise errors.ConfigError(
+        f'At most one of DATA/FSDP/TENSOR_PARALLELISM may be -1, got {dims}.')
   known = math.prod(d for d in dims if d != -1)
   if -1 in dims:
     if known <= 0 or num_devices % known:
-      raise ValueError(
+      raise errors.ConfigError(
           f'Mesh data={dims[0]} x fsdp={dims[1]} x tensor={dims[2]}: {known} does '
           f'not divide the {num_devices} devices.')
     dims[dims.index(-1)] = num_devices // known
   if math.prod(dims) != num_devices:
-    raise ValueError(
+    raise errors.ConfigError(
         f'Mesh data={dims[0]} x fsdp={dims[1]} x tensor={dims[2]} = '
         f'{math.prod(dims)} devices, but {num_devices} are available.')
   return tuple(dims)
@@ -85,7 +86,7 @@ def device_grid(shape: tuple, devices: Sequence) -> np.ndarray:
   if slices == 1:
     return mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
   if shape[0] % slices:
-    raise ValueError(
+    raise errors.ConfigError(
         f'DATA_PARALLELISM={shape[0]} must be a multiple of the {slices} TPU '
         f'slices (data parallelism spans the slices).')
   return mesh_utils.create_hybrid_device_mesh(
@@ -117,7 +118,7 @@ def check_batch_size(name: str, batch_size: int, mesh: Mesh) -> None:
   """A global batch must split evenly over the data-parallel axes."""
   shards = batch_shards(mesh)
   if batch_size <= 0 or batch_size % shards:
-    raise ValueError(
+    raise errors.ConfigError(
         f'{name}={batch_size} does not divide over data x fsdp = '
         f'{mesh.shape["data"]} x {mesh.shape["fsdp"]} = {shards} batch shards.')
 
@@ -138,7 +139,7 @@ def process_data_shard(mesh: Mesh,
   sizes = {len(g) for g in groups}
   contiguous = all(g == tuple(range(g[0], g[0] + len(g))) for g in groups)
   if len(sizes) > 1 or not contiguous or sum(map(len, groups)) != batch_shards(mesh):
-    raise ValueError(
+    raise errors.ConfigError(
         f'Mesh {dict(mesh.shape)}: the processes hold batch rows {groups}; each '
         f'must hold an equal, contiguous, non-overlapping block.')
   return groups.index(tuple(sorted(rows_per_process[process_index]))), len(groups)
@@ -164,11 +165,12 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
         jax.distributed.initialize(initialization_timeout=timeout_s + 60)
     return
   if None in given:
-    raise ValueError(
+    raise errors.ConfigError(
         '--coordinator_address, --num_processes and --process_id go together; got '
         f'{coordinator_address!r}, {num_processes!r}, {process_id!r}.')
   if not 0 <= process_id < num_processes:
-    raise ValueError(f'--process_id={process_id} is not in [0, --num_processes={num_processes}).')
+    raise errors.ConfigError(
+        f'--process_id={process_id} is not in [0, --num_processes={num_processes}).')
   message = (f'process {process_id} of {num_processes} could not join the coordinator '
              f'at {coordinator_address} within --distributed_timeout={timeout_s}s '
              f'(is process 0 running there, and are all {num_processes} processes started?)')

@@ -22,13 +22,13 @@ from absl import flags
 import numpy as np
 
 from freelm_jax import accounting
-from freelm_jax import errors
 from freelm_jax import gin_utils
 
 gin_utils.define_flags()
 flags.adopt_module_key_flags(gin_utils)  # --help lists them with the tool's own
-flags.DEFINE_integer('num_devices', 8, 'Virtual devices to plan for.')
-flags.DEFINE_float('device_memory_gib', 16.0, 'Memory of one device, for `fits`.')
+flags.DEFINE_integer('num_devices', 8, 'Virtual devices to plan for.', lower_bound=1)
+flags.DEFINE_float('device_memory_gib', 16.0, 'Memory of one device, for `fits`.',
+                   lower_bound=0)
 FLAGS = flags.FLAGS
 
 GIB = 2**30
@@ -130,8 +130,7 @@ def main(argv):
   os.environ['XLA_FLAGS'] = ' '.join([
       os.environ.get('XLA_FLAGS', ''), '--xla_backend_optimization_level=0',
       f'--xla_force_host_platform_device_count={FLAGS.num_devices}'])
-  with errors.exit_on(ValueError, OSError):  # ConfigError is a ValueError
-    result = plan()
+  result = gin_utils.run_or_exit(plan)
   print(json.dumps(result, indent=2))
 
 

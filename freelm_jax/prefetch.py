@@ -24,13 +24,13 @@ import traceback
 from typing import Any, Iterator
 
 from freelm_jax import console
+from freelm_jax import errors
 
 _END = '__end__'
 _ERROR = '__error__'
 
 
-class PipelineError(ValueError):
-  """The worker's pipeline failed; the message is the worker's one-line reason."""
+PipelineError = errors.PipelineError  # its home is `errors`
 
 
 def _put(out, item) -> None:
@@ -86,10 +86,12 @@ def _worker(function: str, kwargs: dict, setup: WorkerSetup, out) -> None:
       _put(out, item)
     _put(out, _END)
   except BaseException as e:  # pylint: disable=broad-except
-    from tasks import sources  # pylint: disable=g-import-not-at-top
-    if 'DataError' not in str(e) and not isinstance(e, ValueError):
-      traceback.print_exc()  # an unexpected failure: keep its traceback.
-    _put(out, (_ERROR, sources.explain(e)))
+    message = errors.user_message(e)
+    user_error = message is not None
+    if not user_error or errors.debug():  # a bug keeps its traceback (printed here).
+      traceback.print_exc()
+    _put(out, (_ERROR, message or f'{type(e).__name__}: {" ".join(str(e).split())}',
+               user_error))
   out.close()
   out.join_thread()
   os._exit(0)  # skip TensorFlow's destructors (see the module docstring).
@@ -144,9 +146,12 @@ class ProcessIterator:
     if isinstance(item, str) and item == _END:
       self.close()
       raise StopIteration
-    if isinstance(item, tuple) and len(item) == 2 and item[0] == _ERROR:
+    if isinstance(item, tuple) and len(item) == 3 and item[0] == _ERROR:
       self.close()
-      raise PipelineError(item[1])
+      _, message, user_error = item
+      if user_error:
+        raise PipelineError(message)
+      raise RuntimeError(f'input worker failed (its traceback is above): {message}')
     return item
 
   def close(self) -> None:

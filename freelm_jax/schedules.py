@@ -10,6 +10,8 @@ it; gin can also bind an instance, e.g.
 import abc
 from typing import Sequence, Union
 
+from freelm_jax import errors
+
 _REGISTRY: dict[str, type['Schedule']] = {}
 
 
@@ -45,7 +47,7 @@ class Cycle(Schedule):
 
   def __init__(self, pattern: Sequence[str]):
     if not pattern:
-      raise ValueError('A Cycle schedule needs at least one objective.')
+      raise errors.ConfigError('A Cycle schedule needs at least one objective.')
     self.pattern = tuple(pattern)
 
   @property
@@ -99,7 +101,7 @@ def names() -> tuple[str, ...]:
 def from_name(name: str) -> Schedule:
   """The registered schedule called `name`."""
   if name not in _REGISTRY:
-    raise ValueError(f'OBJECTIVE_SCHEDULE={name!r} is not one of {", ".join(_REGISTRY)}.')
+    raise errors.ConfigError(f'OBJECTIVE_SCHEDULE={name!r} is not one of {", ".join(_REGISTRY)}.')
   return _REGISTRY[name]()
 
 

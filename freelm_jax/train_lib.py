@@ -26,6 +26,7 @@ import optax
 
 from freelm_jax import checkpoints
 from freelm_jax import console
+from freelm_jax import errors
 from freelm_jax import gin_utils
 from freelm_jax import interop
 from freelm_jax import models
@@ -48,6 +49,11 @@ for _schedule in (*schedules.BUILT_IN, schedules.Cycle):
   gin.external_configurable(_schedule, module='schedules')
 
 
+# [sep] and [cls], and at least one token each of the instance and the
+# proposition; `check_tasks` also requires room for a task's shortest proposition.
+MIN_TEACHER_SEQ_LEN = 4
+
+
 @gin.configurable(module='train_lib')
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
@@ -66,6 +72,19 @@ class DataConfig:
   lm_eval_batches: int = 64  # held-out LM batches per evaluation (0 = none)
   eval_probe: bool = False  # also report a bag-of-words probe's accuracy
 
+  def __post_init__(self):
+    for name in ('lm_batch_size', 'teacher_batch_size', 'eval_batch_size'):
+      errors.check_count(DataConfig, name, getattr(self, name), 1)
+    errors.check_count(DataConfig, 'lm_seq_len', self.lm_seq_len, 2,
+                       ' (a token and the next one to predict)')
+    errors.check_count(DataConfig, 'teacher_seq_len', self.teacher_seq_len,
+                       MIN_TEACHER_SEQ_LEN, ' ([sep], [cls] and a token each of the '
+                       'instance and the proposition)')
+    errors.check_count(DataConfig, 'lm_eval_batches', self.lm_eval_batches, 0)
+    if self.eval_max_examples is not None:
+      errors.check_count(DataConfig, 'eval_max_examples', self.eval_max_examples, 1,
+                         ' (None: every example)')
+
 
 @gin.configurable(module='train_lib')
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +94,18 @@ class MeshConfig:
   data: int = -1
   fsdp: int = 1
   tensor: int = 1
+
+  def __post_init__(self):
+    axes = ('data', 'fsdp', 'tensor')
+    for name in axes:
+      value = getattr(self, name)
+      errors.check(isinstance(value, int) and (value == -1 or value >= 1), MeshConfig,
+                   name, value, 'must be -1 (the remaining devices) or at least 1.')
+    rest = [name for name in axes if getattr(self, name) == -1]
+    if len(rest) > 1:
+      raise errors.SettingError(
+          MeshConfig, rest[1], -1, 'only one mesh size may be -1 (the remaining '
+          'devices), and {other} is.', {'other': (MeshConfig, rest[0], -1)})
 
 
 def build_trainer(model_config: network.ModelConfig, mesh_config: MeshConfig,
@@ -109,8 +140,7 @@ def trainer_without_data(gin_files: Sequence[str], bindings: Sequence[str],
       model_config, MeshConfig(), create_optimizer, train_steps,
       _bound_to_train('teacher_objective'),
       extra_objectives=_bound_to_train('extra_objectives'))
-  trainer.check_schedule(schedule)
-  check_batch_sizes(data, trainer.mesh)
+  check_fit(data, trainer, schedule)
   return model_config, data, trainer, schedule
 
 
@@ -122,8 +152,8 @@ def _bound_to_train(name: str) -> Any:
 
 def teacher_task_names(mixture: str) -> list[str]:
   """The teacher tasks of a mixture (or a single task)."""
-  import seqio  # lazy: keeps TensorFlow out of plan.py's and bench.py's imports
-  provider = seqio.get_mixture_or_task(mixture)
+  import tasks  # lazy: keeps TensorFlow out of plan.py's and bench.py's imports
+  provider = tasks.get_task_or_mixture(mixture)
   return [t.name for t in getattr(provider, 'tasks', [provider])]
 
 
@@ -154,7 +184,7 @@ def task_type_order(in_run: Collection[str],
 def check_task_types(model_config: network.ModelConfig, types: Sequence[str]) -> None:
   """The task-aware head must have a label for every task type (`types` in id order)."""
   if len(types) > model_config.head_labels[1]:
-    raise ValueError(
+    raise errors.ConfigError(
         f'Task type {types[-1]!r} has id {len(types) - 1} but the '
         f'task-aware head has {model_config.head_labels[1]} labels; raise '
         f'network.ModelConfig.head_labels.')
@@ -226,9 +256,67 @@ def open_streams(data: DataConfig, schedule: schedules.Schedule, consumed: dict,
 
 def _per_host(global_batch_size: int, num_hosts: int) -> int:
   if global_batch_size % num_hosts:
-    raise ValueError(f'Batch size {global_batch_size} does not divide over '
-                     f'{num_hosts} processes.')
+    raise errors.ConfigError(f'Batch size {global_batch_size} does not divide over '
+                             f'{num_hosts} processes.')
   return global_batch_size // num_hosts
+
+
+def check_run(train_steps: int, checkpoint_every: int, eval_every: int,
+              log_every: int) -> None:
+  """Raises SettingError for the first of `train`'s own settings out of range."""
+  errors.check_count(train, 'train_steps', train_steps, 1)
+  errors.check_count(train, 'checkpoint_every', checkpoint_every, 1,
+                     ' (the last step is always saved)')
+  errors.check_count(train, 'eval_every', eval_every, 0, ' (0: only the final evaluation)')
+  errors.check_count(train, 'log_every', log_every, 1)
+
+
+def check_fit(data: DataConfig, trainer: trainer_lib.Trainer,
+              schedule: schedules.Schedule) -> None:
+  """The trainer has the schedule's objectives, and the data fits the model
+  (`check_lengths`) and the mesh (`check_batch_sizes`)."""
+  trainer.check_schedule(schedule)
+  check_lengths(data, trainer.module.config, trainer.objectives.values())
+  check_batch_sizes(data, trainer.mesh)
+
+
+def check_lengths(data: DataConfig, model_config: network.ModelConfig,
+                  objectives: Collection[models.Objective] = ()) -> None:
+  """Both sequence lengths fit the model's context (a position past it has no
+  embedding), and the LM objective's logits chunk divides its length."""
+  for name in ('lm_seq_len', 'teacher_seq_len'):
+    errors.check(getattr(data, name) <= model_config.max_len, DataConfig, name,
+                 getattr(data, name), "must be at most the model's context, {max_len}.",
+                 max_len=(network.ModelConfig, 'max_len', model_config.max_len))
+  for objective in objectives:
+    chunk = getattr(objective, 'logits_chunk', 0)
+    if isinstance(objective, models.LanguageObjective) and 0 < chunk < data.lm_seq_len:
+      errors.check(data.lm_seq_len % chunk == 0, models.LanguageObjective, 'logits_chunk',
+                   chunk, 'must divide {lm_seq_len}.',
+                   lm_seq_len=(DataConfig, 'lm_seq_len', data.lm_seq_len))
+
+
+def check_tasks(data: DataConfig) -> None:
+  """Every task the data names is registered, and TEACHER_SEQ_LEN leaves room
+  for some of the instance beside each teacher task's shortest proposition
+  (else the instance is cut away: `tasks.propositions`)."""
+  import seqio  # lazy: keeps TensorFlow out of plan.py's and bench.py's imports
+  import tasks
+  names = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
+  for name in ('lm_task', 'teacher_mixture'):
+    errors.check(getattr(data, name) in names, DataConfig, name, getattr(data, name),
+                 'no task or mixture of that name is registered.')
+  teacher = set(tasks.registered_teacher_tasks())
+  for task in data.eval_tasks:
+    errors.check(task in teacher, DataConfig, 'eval_tasks', tuple(data.eval_tasks),
+                 f'{task!r} is not a registered teacher task.')
+  for task in dict.fromkeys(teacher_task_names(data.teacher_mixture) + list(data.eval_tasks)):
+    shortest = tasks.propositions.shortest_proposition(task)
+    errors.check(
+        data.teacher_seq_len >= shortest + 3, DataConfig, 'teacher_seq_len',
+        data.teacher_seq_len, f'must be at least {shortest + 3}: [sep], [cls], the '
+        f"shortest proposition of task {task!r} ({shortest} tokens) and a token of "
+        'the instance.')
 
 
 def check_batch_sizes(data: DataConfig, mesh) -> None:
@@ -360,17 +448,17 @@ def train(
   or parameters and count them as `skipped_steps`, instead of stopping the run.
   On SIGTERM the run saves a checkpoint at the current step and returns [].
   """
+  check_run(train_steps, checkpoint_every, eval_every, log_every)
   schedule = schedules.get(objective_schedule)
-  import tasks  # pylint: disable=unused-import  (registers the tasks; lazy, as seqio above)
   trainer = build_trainer(model_config, mesh, optimizer, train_steps, teacher_objective,
                           skip_nonfinite, extra_objectives)
-  trainer.check_schedule(schedule)
-  check_batch_sizes(data, trainer.mesh)
+  check_fit(data, trainer, schedule)
+  check_tasks(data)  # registers the tasks (`import tasks`)
+  in_run = run_task_types(data)
+  check_task_types(model_config, task_type_order(in_run))
   hint = partitioning.unused_accelerator_hint(jax.default_backend())
   if hint:
     logging.warning(hint)
-  in_run = run_task_types(data)
-  check_task_types(model_config, task_type_order(in_run))
   checkpoints.check_writable(model_dir)
   with _Run(trainer, schedule, data, model_dir, train_steps, eval_every) as run:
     state, facts = run.restore(checkpoint_every, seed, init_from)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from freelm_jax import errors
 from freelm_jax import models
 from freelm_jax import network
 from freelm_jax import partitioning
@@ -30,6 +31,8 @@ def create_optimizer(
 
   Weight decay applies to matrices only (not biases, LayerNorm or scalars).
   """
+  _check_optimizer(learning_rate, warmup_steps, end_learning_rate_ratio, weight_decay,
+                   b1, b2, grad_clip_norm)
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=learning_rate,
       warmup_steps=min(warmup_steps, max(total_steps - 1, 1)),
@@ -43,12 +46,30 @@ def create_optimizer(
   return optimizer, schedule
 
 
-class NonFiniteError(ValueError):
-  """A step produced a non-finite loss, gradient or parameters."""
+def _check_optimizer(learning_rate, warmup_steps, end_learning_rate_ratio, weight_decay,
+                     b1, b2, grad_clip_norm) -> None:
+  """Raises SettingError for the first of `create_optimizer`'s settings out of range."""
+  errors.check_number(create_optimizer, 'learning_rate', learning_rate, 0, low_open=True)
+  errors.check_count(create_optimizer, 'warmup_steps', warmup_steps, 0)
+  errors.check_number(create_optimizer, 'end_learning_rate_ratio', end_learning_rate_ratio,
+                      0, 1)
+  errors.check_number(create_optimizer, 'weight_decay', weight_decay, 0)
+  for name, value in (('b1', b1), ('b2', b2)):
+    errors.check(isinstance(value, (int, float)) and 0 <= value < 1, create_optimizer,
+                 name, value, 'must be at least 0 and below 1.')
+  # Clipping to norm 0 would zero every update.
+  errors.check_number(create_optimizer, 'grad_clip_norm', grad_clip_norm, 0, low_open=True)
 
 
-class OutOfMemoryError(ValueError):
-  """A step did not fit in accelerator memory; the message names the config."""
+# Their home is `errors`; these names stay for the code that imports them from here.
+NonFiniteError = errors.NonFiniteError
+OutOfMemoryError = errors.OutOfMemoryError
+
+
+def _out_of_memory(error: Exception) -> bool:
+  """Whether XLA ran out of accelerator memory. Its runtime errors are all one
+  type; the status code (RESOURCE_EXHAUSTED) is only in the message."""
+  return 'RESOURCE_EXHAUSTED' in str(error) or 'out of memory' in str(error).lower()
 
 
 @flax.struct.dataclass
@@ -143,7 +164,7 @@ class Trainer:
     """Every objective `schedule` uses must be one of this trainer's."""
     missing = [o for o in schedule.objectives if o not in self.objectives]
     if missing:
-      raise ValueError(
+      raise errors.ConfigError(
           f'Schedule {schedule.name or type(schedule).__name__} uses objective '
           f'{missing[0]!r}, which the trainer lacks (it has {", ".join(self.objectives)}); '
           f'add it to train_lib.train.extra_objectives.')
@@ -173,7 +194,7 @@ class Trainer:
       try:
         return self._steps[objective](state, batch)
       except jax.errors.JaxRuntimeError as e:
-        if 'RESOURCE_EXHAUSTED' not in str(e) and 'out of memory' not in str(e).lower():
+        if not _out_of_memory(e):
           raise
         raise OutOfMemoryError(self._describe_oom(objective, batch)) from e
 

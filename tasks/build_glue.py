@@ -38,6 +38,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from freelm_jax import console
+from freelm_jax import errors
 from freelm_jax import gin_utils
 from tasks import glue
 from tasks import sources
@@ -273,7 +274,8 @@ def stems(task_names: Sequence[str]) -> list[str]:
   """File stems of GLUE tasks (`mnli`: its train and both validation files)."""
   unknown = [t for t in task_names if t not in TASKS and t not in FILES]
   if unknown:
-    raise ValueError(f'--tasks: unknown GLUE task {unknown[0]!r}; known: {", ".join(TASKS)}.')
+    raise errors.ConfigError(
+        f'--tasks: unknown GLUE task {unknown[0]!r}; known: {", ".join(TASKS)}.')
   expanded = [s for t in task_names
               for s in ((t, 'mnli_matched', 'mnli_mismatched') if t == 'mnli' else (t,))]
   return list(dict.fromkeys(expanded))

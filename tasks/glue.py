@@ -33,6 +33,7 @@ from typing import Optional, Sequence
 
 import seqio
 
+from freelm_jax import errors
 from tasks import propositions
 from tasks import sources
 from tasks import vocabulary as vocabulary_lib
@@ -121,8 +122,8 @@ def _register_task(name: str, task: str, source, vocab_dir: Optional[str],
   key = dict(task=task, source=source_key, vocab_dir=vocab_dir)
   if name in _REGISTERED:
     if _REGISTERED[name] != key:
-      raise ValueError(f'GLUE task {name!r} is already registered with other '
-                       f'arguments ({_REGISTERED[name]} vs {key}).')
+      raise errors.ConfigError(f'GLUE task {name!r} is already registered with other '
+                               f'arguments ({_REGISTERED[name]} vs {key}).')
     return
   propositions.register(name, source=source, label_field='label',
                         vocabulary=vocabulary_lib.from_dir(vocab_dir),
@@ -133,7 +134,7 @@ def _register_task(name: str, task: str, source, vocab_dir: Optional[str],
 def _mixture(name: str, task_names: Sequence[str], cap: Optional[int]) -> str:
   """An examples-proportional mixture (rate = min(train examples, cap))."""
   if not task_names:
-    raise ValueError(f'Mixture {name!r}: no task has a train split.')
+    raise errors.ConfigError(f'Mixture {name!r}: no task has a train split.')
   if name not in seqio.MixtureRegistry.names():
     rate = functools.partial(seqio.mixing_rate_num_examples, maximum=cap)
     seqio.MixtureRegistry.add(name, [(t, rate) for t in task_names],

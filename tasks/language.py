@@ -11,6 +11,7 @@ from typing import Mapping, Optional, Union
 import seqio
 import tensorflow as tf
 
+from freelm_jax import errors
 from tasks import sources
 from tasks import vocabulary as vocabulary_lib
 
@@ -60,8 +61,8 @@ def _file_source(split_paths, text_field: str) -> seqio.DataSource:
   names = [p for v in split_paths.values() for p in ([v] if isinstance(v, str) else v)]
   kinds = {_file_kind(p) for p in names}
   if len(kinds) != 1:
-    raise ValueError(f'Language source {dict(split_paths)}: mixes file kinds '
-                     f'{sorted(kinds)}; use one of .jsonl, .txt, .tfrecord.')
+    raise errors.ConfigError(f'Language source {dict(split_paths)}: mixes file kinds '
+                             f'{sorted(kinds)}; use one of .jsonl, .txt, .tfrecord.')
   kind = kinds.pop()
   if kind == 'jsonl':
     return _jsonl_text_source(split_paths, text_field)
@@ -76,8 +77,8 @@ def _file_kind(path: str) -> str:
                          ('tfrecord', ('.tfrecord', '.tfrecords'))):
     if name.endswith(suffixes) or any(s + '-' in name or s + '*' in name for s in suffixes):
       return kind
-  raise ValueError(f'Language source {path!r}: cannot tell the file kind; name it '
-                   f'*.jsonl, *.txt or *.tfrecord (optionally .gz or sharded -*).')
+  raise errors.ConfigError(f'Language source {path!r}: cannot tell the file kind; name it '
+                           f'*.jsonl, *.txt or *.tfrecord (optionally .gz or sharded -*).')
 
 
 def _jsonl_text_source(split_paths, text_field: str) -> seqio.DataSource:

@@ -33,6 +33,7 @@ Templates are compiled to TensorFlow string ops, so any seqio source works;
 JSONL sources additionally check every row and name file:line on errors.
 """
 
+import collections
 import dataclasses
 import functools
 import json
@@ -42,6 +43,7 @@ from typing import Iterator, Mapping, Optional, Sequence, Union
 import seqio
 import tensorflow as tf
 
+from freelm_jax import errors
 from tasks import sources
 from tasks import vocabulary as vocabulary_lib
 
@@ -135,7 +137,7 @@ def template_fields(template: str, task: str) -> list[str]:
     if field is None:
       continue
     if not field.isidentifier() or spec or conversion:
-      raise ValueError(
+      raise errors.ConfigError(
           f'Task {task!r}: template {template!r} field {{{field}}} must be a plain '
           f'{{name}} (no index, attribute, format spec or conversion).')
     names.append(field)
@@ -169,13 +171,29 @@ def declare_task_type(task_type: str) -> int:
 def get(name: str) -> TeacherTask:
   """The registered teacher task; unknown names list the registered ones."""
   if name not in _TEACHER_TASKS:
-    raise ValueError(f'Unknown teacher task {name!r}; registered: '
-                     f'{", ".join(sorted(_TEACHER_TASKS)) or "none"}.')
+    raise errors.ConfigError(f'Unknown teacher task {name!r}; registered: '
+                             f'{", ".join(sorted(_TEACHER_TASKS)) or "none"}.')
   return _TEACHER_TASKS[name]
+
+
+def provider(name: str) -> seqio.DatasetProviderBase:
+  """The registered seqio task or mixture `name`; an unknown name is a ConfigError."""
+  if name not in seqio.TaskRegistry.names() and name not in seqio.MixtureRegistry.names():
+    raise errors.ConfigError(f'No task or mixture {name!r} is registered.')
+  return seqio.get_mixture_or_task(name)
 
 
 def registered() -> tuple[str, ...]:
   return tuple(sorted(_TEACHER_TASKS))
+
+
+def shortest_proposition(name: str) -> int:
+  """Tokens of a task's shortest proposition template with its fields left
+  empty: what its shortest proposition takes at least (filled fields add tokens)."""
+  task = get(name)
+  vocabulary = provider(name).output_features['targets'].vocabulary
+  return min(len(vocabulary.encode(template.format_map(collections.defaultdict(str))))
+             for templates in task.propositions.values() for template in templates)
 
 
 def register(
@@ -247,17 +265,17 @@ def _checked_templates(name: str, propositions: Mapping[Label, Templates],
                        label_thresholds: Optional[Sequence[float]]) -> dict:
   """label -> tuple of templates; labels and templates checked."""
   if not propositions:
-    raise ValueError(f'Task {name!r}: `propositions` is empty.')
+    raise errors.ConfigError(f'Task {name!r}: `propositions` is empty.')
   if len({type(k) for k in propositions}) != 1:
-    raise ValueError(f'Task {name!r}: label values must all be int or all str.')
+    raise errors.ConfigError(f'Task {name!r}: label values must all be int or all str.')
   templates = {label: (t,) if isinstance(t, str) else tuple(t)
                for label, t in propositions.items()}
   if not all(templates.values()):
-    raise ValueError(f'Task {name!r}: a label has no template.')
+    raise errors.ConfigError(f'Task {name!r}: a label has no template.')
   if label_thresholds is not None and sorted(templates) != list(
       range(len(label_thresholds) + 1)):
-    raise ValueError(f'Task {name!r}: with {len(label_thresholds)} label_thresholds '
-                     f'the labels must be 0..{len(label_thresholds)}.')
+    raise errors.ConfigError(f'Task {name!r}: with {len(label_thresholds)} label_thresholds '
+                             f'the labels must be 0..{len(label_thresholds)}.')
   return templates
 
 
@@ -423,10 +441,10 @@ def _propositions(task: TeacherTask, vocabulary: seqio.Vocabulary,
   def preprocess(dataset: tf.data.Dataset, sequence_length) -> tf.data.Dataset:
     length = sequence_length['targets']
     if length < 3:
-      raise ValueError(f'TEACHER_SEQ_LEN must be at least 3, got {length}.')
+      raise errors.ConfigError(f'TEACHER_SEQ_LEN must be at least 3, got {length}.')
     missing = [f for f in task.fields() if f not in dataset.element_spec]
     if missing:
-      raise ValueError(f'Task {task.name!r}: the source has no field {missing[0]!r}.')
+      raise errors.DataError(f'Task {task.name!r}: the source has no field {missing[0]!r}.')
     return dataset.enumerate().batch(_BATCH).map(
         lambda i, ex: expand(i, ex, length), num_parallel_calls=tf.data.AUTOTUNE).unbatch()
 

@@ -11,7 +11,6 @@ import glob
 import gzip
 import io
 import os
-import re
 from typing import Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -81,7 +80,7 @@ def jsonl_source(
   """
   for split, pattern in split_paths.items():
     if not pattern:
-      raise ValueError(f'Split {split!r} has no path.')
+      raise errors.ConfigError(f'Split {split!r} has no path.')
   names = list(output_signature)
   dtypes = [output_signature[name].dtype for name in names]
 
@@ -132,7 +131,7 @@ def sample_from_datasets(datasets: Sequence[tf.data.Dataset], weights: Sequence[
   """
   kept = [(d, w) for d, w in zip(datasets, weights) if w > 0]
   if not kept:
-    raise ValueError('sample_from_datasets: every weight is zero.')
+    raise errors.ConfigError('sample_from_datasets: every weight is zero.')
   if len(kept) == 1:
     return kept[0][0]
   datasets, weights = zip(*kept)
@@ -209,17 +208,15 @@ class PreparedTfdsSource(seqio.TfdsDataSource):
 def tfds_source(name: str, splits=None, data_dir: Optional[str] = None) -> seqio.DataSource:
   """A prepared TFDS dataset, e.g. `"glue/rte:2.0.0"`; `splits`: names or name -> TFDS split."""
   if not name or name.startswith(('/', '.')) or '://' in name:
-    raise ValueError(f'{name!r} is not a TFDS name (e.g. "glue/rte:2.0.0").')
+    raise errors.ConfigError(f'{name!r} is not a TFDS name (e.g. "glue/rte:2.0.0").')
   return PreparedTfdsSource(name, splits=splits, data_dir=data_dir)
 
 
 def explain(error: BaseException) -> str:
-  """The DataError line inside an error, even one wrapped by tf.data."""
-  match = re.search(r'(\[?)DataError: (.*)', str(error))
-  if match:
-    text = match.group(2).strip()
-    if match.group(1):  # a TF assertion's message, "[DataError: ...]"
-      text = text.removesuffix(']').replace("\\'", "'")
-    return text
+  """The one line of a user's error, even one wrapped by tf.data
+  (`errors.user_message`); else the error's type and text."""
+  message = errors.user_message(error) or errors.error_in_tf_message(error)
+  if message is not None:
+    return message
   text = ' '.join(str(error).split())
   return text if isinstance(error, (ValueError, OSError)) else f'{type(error).__name__}: {text}'

@@ -75,7 +75,8 @@ def test_xla_attention_equals_plain_einsum_attention_with_packed_segments():
 
 
 def test_cudnn_attention_needs_bfloat16_and_fails_in_one_line_off_gpu():
-  with pytest.raises(ValueError, match="attention_impl='cudnn' needs dtype"):
+  with pytest.raises(ValueError, match="attention_impl='cudnn': needs dtype 'bfloat16' or 'float16', not "
+                     "ModelConfig.dtype='float32'"):
     dataclasses.replace(CONFIG, attention_impl='cudnn')
   with pytest.raises(ValueError, match="must be 'xla' or 'cudnn'"):
     dataclasses.replace(CONFIG, attention_impl='flash')

@@ -100,7 +100,7 @@ def test_train_cli_bad_config_is_one_clear_line_and_writes_nothing(tmp_path):
 @pytest.mark.parametrize('files, bindings, expected', [
     (['gin/base.gin'], ['train_lib.train.stepz = 3'],
      'error: --gin_bindings=train_lib.train.stepz = 3:'),
-    (['gin/nope.gin'], [], 'error: --gin_file=gin/nope.gin: no such file.'),
+    (['gin/nope.gin'], [], 'error: --gin_file=gin/nope.gin: no such file (shipped configs '),
     (['gin/base.gin'], ["OBJECTIVE_SCHEDULE = 'alternate'"],
      "error: OBJECTIVE_SCHEDULE='alternate' is not one of"),
     (['gin/base.gin'], ["train_lib.DataConfig.teacher_mixture = 'nope'"], 'nope'),
