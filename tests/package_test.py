@@ -48,6 +48,9 @@ def test_wheel_holds_every_gin_file_the_shipped_data_and_the_commands(wheel):
     names = set(archive.namelist())
     [entry_points] = [n for n in names if n.endswith('entry_points.txt')]
     scripts = archive.read(entry_points).decode()
+    [metadata] = [n for n in names if n.endswith('.dist-info/METADATA')]
+    requires = [line.split(':', 1)[1].strip() for line in
+                archive.read(metadata).decode().splitlines() if line.startswith('Requires-Dist:')]
   gin_files = _shipped(os.path.join(REPO, 'gin'), 'freelm_jax/gin')
   data_files = _shipped(os.path.join(REPO, 'tasks', 'data'), 'tasks/data')
   assert gin_files and data_files
@@ -55,6 +58,15 @@ def test_wheel_holds_every_gin_file_the_shipped_data_and_the_commands(wheel):
   for module in CLI_MODULES:
     assert f'freelm-{module} = freelm_jax.{module}:run' in scripts
   assert 'freelm-build-glue = tasks.build_glue:run' in scripts
+  # The install lines of the README: JAX's GPU and TPU builds come with extras,
+  # and torch and transformers only with `interop`.
+  extras = {r.split('extra == ')[1].strip('"\'') for r in requires if 'extra ==' in r}
+  assert {'cuda12', 'tpu', 'interop', 'dev'} <= extras
+  assert any(r.startswith('jax[cuda12]') and '"cuda12"' in r for r in requires)
+  assert any(r.startswith('jax[tpu]') and '"tpu"' in r for r in requires)
+  for name in ('torch', 'transformers'):
+    assert [r for r in requires if r.startswith(name)]
+    assert all('"interop"' in r for r in requires if r.startswith(name))
 
 
 _INSTALLED_USE = r'''
