@@ -40,11 +40,10 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) torch==$(TORCH_VERSION)
 	$(PY) -m pip install -q -r requirements.txt
 	# This project, editable (every command works from any directory), with
-	# its extras; requirements.txt keeps every version at its pin. The compat
-	# mode puts the checkout on sys.path (a .pth file) instead of setuptools'
-	# import hook, which warns about the checkout's own folders on every install.
-	$(PY) -m pip install -q -e ".[$(EXTRAS)]" -c requirements.txt \
-	  --config-settings editable_mode=compat
+	# its extras; requirements.txt keeps every version at its pin. setuptools
+	# warns on every editable install of a layout like this one (folders of
+	# the checkout could shadow packages); PYTHONWARNINGS keeps that off.
+	PYTHONWARNINGS=ignore $(PY) -m pip install -q -e ".[$(EXTRAS)]" -c requirements.txt
 	touch $@
 
 demo: setup
