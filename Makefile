@@ -3,7 +3,9 @@
 #              JAX's GPU or TPU build; PYTHON=python3.12 picks the interpreter.
 # make demo  : train + evaluate FreeLM on the embedded default
 # make test  : run the test suite
-# make compare : parity vs lm_only vs teacher_only, same budget (runs/compare)
+# make compare : parity vs lm_only vs teacher_only, same budget (runs/compare);
+#                SEEDS=0,1,2 trains each with every seed (mean, sd and n in the table),
+#                ARGS='--variant="NAME=BINDING[;BINDING...]"' adds a row
 # make bench : step benchmark (JSON lines; gin/base.gin here, any config via gin)
 PYTHON ?= python3
 # Extras of pyproject.toml installed by `make setup`: the interop references
@@ -14,6 +16,8 @@ EXTRAS := interop,dev$(if $(ACCELERATOR),$(comma)$(ACCELERATOR))
 VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL_DIR ?= runs/demo
+# Seeds of `make compare`, e.g. 0,1,2 (empty: the config's SEED only).
+SEEDS ?=
 # Test files run this many at a time (pytest-xdist; a file's tests share a process).
 TEST_WORKERS ?= 2
 TORCH_VERSION := 2.13.0
@@ -50,7 +54,8 @@ demo: setup
 	$(PY) -m freelm_jax.train --gin_file=gin/base.gin --model_dir=$(MODEL_DIR)
 
 compare: setup
-	$(PY) -m freelm_jax.compare --gin_file=gin/base.gin --output_dir=runs/compare $(ARGS)
+	$(PY) -m freelm_jax.compare --gin_file=gin/base.gin --output_dir=runs/compare \
+	  $(if $(SEEDS),--seeds=$(SEEDS)) $(ARGS)
 
 bench: setup
 	$(PY) -m freelm_jax.bench --gin_file=gin/base.gin
