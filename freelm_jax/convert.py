@@ -12,7 +12,8 @@ An imported model_dir holds `checkpoints/0` (the train state at step 0: the
 weights and a fresh AdamW state) and a `config.gin` with the network's shape;
 train on it with `--model_dir` and gin files of the same shape. The export is a
 `GPT2LMHeadModel` directory (`transformer.*`, `lm_head.weight`) that also
-carries FreeLM's `mtc_head.weight` and `num_multi_task_labels`. Tokenizer files
+carries FreeLM's `mtc_head.weight` and `num_multi_task_labels`. Both directions
+keep the model's `head_reading` (how P(true) is read). Tokenizer files
 are copied when present. The output directory must not exist.
 """
 

@@ -5,7 +5,9 @@ A GPT-2 directory holds `config.json` + `model.safetensors` (or
 `h.<i>.attn.c_attn.weight`, ... (Conv1D kernels are (in, out)). The official
 FreeLM layout adds `mtc_head.weight` shaped (heads, d_model, max_labels) and
 `num_multi_task_labels` (e.g. "2,3") in `config.json`; head 0 is the truth
-head. This module maps those tensors to our scanned parameter tree and back.
+head, read over its whole row (`ModelConfig.head_reading = 'official'`). Our
+exports also record their own reading in `config.json` (`HEAD_READING_KEY`).
+This module maps those tensors to our scanned parameter tree and back.
 """
 
 import json
@@ -22,6 +24,9 @@ from freelm_jax import network
 from freelm_jax import param_layout
 
 TOKENIZER_FILES = ('vocab.json', 'merges.txt', 'tokenizer.json')
+# config.json's record of `ModelConfig.head_reading`, which our exports write;
+# a FreeLM-layout config.json without it comes from the official code.
+HEAD_READING_KEY = 'freelm_jax_head_reading'
 _MASK_BUFFER = re.compile(r'h\.\d+\.attn\.(masked_)?bias$')  # GPT-2's causal-mask buffers.
 
 
@@ -59,14 +64,19 @@ def config_from_hf(hf: Mapping[str, Any], path: str = '') -> network.ModelConfig
                             f'supported (expected {allowed[0]!r}).')
   labels = hf.get('num_multi_task_labels')
   head_labels = tuple(int(x) for x in str(labels).split(',')) if labels else (2,)
+  reading = hf.get(HEAD_READING_KEY, 'official' if labels else 'project')
+  if reading not in network.HEAD_READINGS:
+    raise errors.CheckpointError(f'{path}/config.json: {HEAD_READING_KEY}={reading!r} is not '
+                                 f'one of {", ".join(map(repr, network.HEAD_READINGS))}.')
   return network.ModelConfig(
       vocab_size=hf['vocab_size'], num_layers=hf['n_layer'], d_model=hf['n_embd'],
       num_heads=hf['n_head'], max_len=hf['n_positions'], head_labels=head_labels,
-      mlp_dim=hf.get('n_inner'))
+      mlp_dim=hf.get('n_inner'), head_reading=reading)
 
 
 def config_to_hf(config: network.ModelConfig) -> dict[str, Any]:
-  """A GPT-2 `config.json` (plus FreeLM's `num_multi_task_labels`)."""
+  """A GPT-2 `config.json` (plus FreeLM's `num_multi_task_labels` and our
+  `HEAD_READING_KEY`)."""
   return {
       'architectures': ['GPT2LMHeadModel'], 'model_type': 'gpt2',
       'vocab_size': config.vocab_size, 'n_layer': config.num_layers,
@@ -75,6 +85,7 @@ def config_to_hf(config: network.ModelConfig) -> dict[str, Any]:
       'activation_function': 'gelu_new', 'layer_norm_epsilon': 1e-5,
       'initializer_range': config.init_std, 'tie_word_embeddings': True,
       'num_multi_task_labels': ','.join(str(n) for n in config.head_labels),
+      HEAD_READING_KEY: config.head_reading,
       'torch_dtype': 'float32'}
 
 

@@ -7,9 +7,10 @@ Three directory layouts hold a FreeLM network:
 * Hugging Face GPT-2: `config.json` + `model.safetensors` or
   `pytorch_model.bin` (`hf_format`);
 * the official FreeLM layout: GPT-2's, plus the multi-task head
-  (`hf_format`). Whether its `[sep]`/`[cls]` are added tokens or plain text
-  is read from its tokenizer files and embedding rows by
-  `predictor.checkpoint_tokenizer` (docs/inference.md).
+  (`hf_format`), read over whole head rows as the official code reads it
+  (`ModelConfig.head_reading`). Whether its `[sep]`/`[cls]` are added
+  tokens or plain text is read from its tokenizer files and embedding rows
+  by `predictor.checkpoint_tokenizer` (docs/inference.md).
 
 `load` reads any of them into a `Checkpoint`: numpy parameters in the scanned
 layout (`param_layout`). `fit_checkpoint` and `init_from` fit one to a model
@@ -79,7 +80,12 @@ def init_from(path: str, target: param_layout.Params,
               config: network.ModelConfig) -> param_layout.Params:
   """The weights of checkpoint `path` fitted to `target` (see `fit_checkpoint`)."""
   logging.info('Initialising from %s.', path)
-  return fit_checkpoint(load(path), target, config)
+  checkpoint = load(path)
+  if checkpoint.has_teacher_head and checkpoint.config.head_reading != config.head_reading:
+    logging.warning('%s reads its teacher head the %r way; this run trains it the %r way '
+                    '(TEACHER_LOSS).', path, checkpoint.config.head_reading,
+                    config.head_reading)
+  return fit_checkpoint(checkpoint, target, config)
 
 
 def fit_checkpoint(checkpoint: Checkpoint, target: param_layout.Params,

@@ -144,9 +144,28 @@ def head_logits_at_cls(module, params, tokens, lengths) -> Array:
 
 
 def truth_probability(module, params, tokens, lengths) -> Array:
-  """P(true) per proposition: softmax over the truth head's own two logits."""
+  """P(true) per proposition, as the model's `head_reading` reads it."""
   logits = head_logits_at_cls(module, params, tokens, lengths)
-  return jax.nn.softmax(logits[:, TRUTH_HEAD, :2], axis=-1)[:, 1]
+  return jax.nn.softmax(truth_logits(logits, module.config), axis=-1)[:, 1]
+
+
+def truth_logits(logits: Array, config: network.ModelConfig) -> Array:
+  """The truth judgement's logits of head logits [N, heads, L].
+
+  'official': head 0's whole row (index 1 = true), as FreeLM's README reads
+  it; 'project': its first two logits.
+  """
+  if config.head_reading == 'official':
+    return logits[:, TRUTH_HEAD]
+  return logits[:, TRUTH_HEAD, :2]
+
+
+def task_type_logits(logits: Array, config: network.ModelConfig) -> Array:
+  """The task-type judgement's logits: 'official', the head's whole row;
+  'project', its first `head_labels[1]` logits (the rest -inf)."""
+  if config.head_reading == 'official':
+    return logits[:, TASK_TYPE_HEAD]
+  return _masked_logits(logits[:, TASK_TYPE_HEAD], config.head_labels[TASK_TYPE_HEAD])
 
 
 def _masked_logits(logits: Array, num_labels: int) -> Array:
@@ -155,34 +174,47 @@ def _masked_logits(logits: Array, num_labels: int) -> Array:
   return jnp.where(valid, logits, -jnp.inf)
 
 
+def _teacher_logits(module, params, batch) -> tuple[Array, Batch]:
+  """float32 head logits at every proposition's `[cls]`, [N, heads, L], and
+  its `truth`, `task_type`, `weights` [N]; a packed batch's N is B * K."""
+  if 'cls_index' not in batch:
+    return head_logits_at_cls(module, params, batch['tokens'], batch['lengths']), batch
+  logits = module.apply({'params': params}, batch['tokens'], batch['positions'],
+                        batch['segment_ids'], batch['cls_index'],
+                        method=_packed_cls_forward).astype(jnp.float32)
+  labels = {k: batch[k].reshape(-1) for k in ('truth', 'task_type', 'weights')}
+  return logits.reshape(-1, *logits.shape[2:]), labels
+
+
 @dataclasses.dataclass(frozen=True)
 class TeacherObjective:
-  """Truth-head cross-entropy plus the weighted task-type-head cross-entropy."""
+  """Truth cross-entropy plus `task_type_weight` x the task-type cross-entropy.
+
+  Both are read at each proposition's `[cls]` as the model's
+  `ModelConfig.head_reading` says, so training and every later P(true)
+  agree. 'project': the truth head's first two logits and the task-type
+  head's own labels. 'official': the loss of FreeLM's released code
+  (`FreeLMModel.forward_for_mtc`), a cross-entropy over a head's whole
+  max_labels row, no masking. That code scores one head per example, picked
+  by the example's task id `tid`; it does not include how `tid` is assigned
+  (the release is the model only), so here both heads judge every
+  proposition, as in the 'project' reading.
+  """
 
   task_type_weight: float = 0.5
   name: str = 'teacher'
   stream: str = 'teacher'
 
   def loss(self, module, params, batch):
-    if 'cls_index' in batch:  # packed: [B, K] propositions, flattened.
-      logits = module.apply({'params': params}, batch['tokens'], batch['positions'],
-                            batch['segment_ids'], batch['cls_index'],
-                            method=_packed_cls_forward).astype(jnp.float32)
-      logits = logits.reshape(-1, *logits.shape[2:])
-      batch = {k: batch[k].reshape(-1) for k in ('truth', 'task_type', 'weights')}
-    else:
-      logits = head_logits_at_cls(module, params, batch['tokens'], batch['lengths'])
-    truth_logits = logits[:, TRUTH_HEAD, :2]
-    type_logits = _masked_logits(
-        logits[:, TASK_TYPE_HEAD], module.config.head_labels[TASK_TYPE_HEAD])
-    weights = batch['weights'].astype(jnp.float32)
+    logits, labels = _teacher_logits(module, params, batch)
+    truth_NL = truth_logits(logits, module.config)
+    weights = labels['weights'].astype(jnp.float32)
     truth_loss = _weighted_mean(optax.softmax_cross_entropy_with_integer_labels(
-        truth_logits, batch['truth']), weights)
+        truth_NL, labels['truth']), weights)
     type_loss = _weighted_mean(optax.softmax_cross_entropy_with_integer_labels(
-        type_logits, batch['task_type']), weights)
+        task_type_logits(logits, module.config), labels['task_type']), weights)
     loss = truth_loss + self.task_type_weight * type_loss
-    accuracy = _weighted_mean(
-        jnp.argmax(truth_logits, -1) == batch['truth'], weights)
+    accuracy = _weighted_mean(jnp.argmax(truth_NL, -1) == labels['truth'], weights)
     return loss, {'loss': loss, 'truth_loss': truth_loss,
                   'task_type_loss': type_loss, 'accuracy': accuracy}
 

@@ -22,11 +22,13 @@ from freelm_jax import errors
 
 Array = jax.Array
 DTYPES = ('float32', 'bfloat16', 'float16')  # compute dtypes
+# How the teacher heads are read and trained (`ModelConfig.head_reading`).
+HEAD_READINGS = ('project', 'official')
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Shape and numerics of a FreeLM network (bound in gin/models/*.gin)."""
+  """Shape, numerics and head reading of a FreeLM network (gin/models/*.gin)."""
 
   vocab_size: int
   num_layers: int
@@ -44,6 +46,11 @@ class ModelConfig:
   # Embedding rows are padded to a multiple of this (128 suits GPU matmuls);
   # the padded rows' logits are masked, so they are never predicted.
   vocab_pad_multiple: int = 1
+  # 'project': P(true) is the softmax of head 0's first two logits, and the
+  # task-type head scores its own labels only. 'official': each head's whole
+  # max_labels row, as FreeLM's released code trains and its README reads it.
+  # The teacher loss and every P(true) of the model follow it (models.py).
+  head_reading: str = 'project'
 
   def __post_init__(self):
     for name in ('vocab_size', 'num_layers', 'd_model', 'num_heads', 'max_len',
@@ -58,6 +65,8 @@ class ModelConfig:
         isinstance(n, int) and n >= 1 for n in self.head_labels), ModelConfig,
                  'head_labels', self.head_labels,
                  'must be label counts (truth, task type), each at least 1.')
+    errors.check(self.head_reading in HEAD_READINGS, ModelConfig, 'head_reading',
+                 self.head_reading, f'must be one of {", ".join(map(repr, HEAD_READINGS))}.')
     errors.check(self.dtype in DTYPES, ModelConfig, 'dtype', self.dtype,
                  f'must be one of {", ".join(map(repr, DTYPES))}.')
     errors.check(self.remat_policy in ('none', 'full') or callable(

@@ -282,7 +282,8 @@ class Predictor:
 
   def truth_probability(self, token_ids: TokenRows, lengths=None) -> np.ndarray:
     """P(true) per proposition, read at `[cls]` (index `lengths - 1`; by default
-    the row's length, or its last token that is not `[pad]`)."""
+    the row's length, or its last token that is not `[pad]`) as the model's
+    `config.head_reading` says (official FreeLM checkpoints: head 0's whole row)."""
     if not self.has_teacher_head:
       raise ValueError('This checkpoint has no teacher head (mtc_head); it cannot '
                        'judge propositions.')

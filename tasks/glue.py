@@ -13,9 +13,11 @@ Registered names (`prefix` + task):
   mixtures: `<prefix>train`, the tasks with a train split, examples-proportional
     with a cap (T5 style; `DEFAULT_CAP`).
 
-Every label has two proposition templates; one is drawn per example with a
-fixed seed. STS-B (similarity 0-5) becomes a truth judgement: "the two
-sentences mean roughly the same" is true when the gold score is >= 3 (STS
+SST-2's propositions are the FreeLM authors' wording (`AUTHORS_WORDING`), one
+per label; every other task's label has two templates of this project's own,
+one drawn per example with a fixed seed. STS-B (similarity 0-5) becomes a
+truth judgement: "the two sentences mean roughly the same" is true when the
+gold score is >= 3 (STS
 annotation guideline: 3 = "roughly equivalent, but some important information
 differs"), else false. Its evaluation reports GLUE's Pearson and Spearman
 correlations between the gold score and the model's P(same meaning), plus the
@@ -76,9 +78,10 @@ def _same_meaning(other: str, yes: int, what: str) -> dict:
 
 # task -> register() arguments (TFDS field names; the local files use the same).
 SPECS = {
+    # The authors' wording (FreeLM's README), the only GLUE template known from them.
     'sst2': dict(instance='{sentence}', task_type='sentiment', propositions={
-        0: ['The sentiment of the text is negative.', 'The text expresses a negative opinion.'],
-        1: ['The sentiment of the text is positive.', 'The text expresses a positive opinion.']}),
+        0: ['Here, the movie review is emotionally negative.'],
+        1: ['Here, the movie review is emotionally positive.']}),
     'cola': dict(instance='{sentence}', task_type='acceptability', metrics=('matthews', 'accuracy'),
                  propositions={
         0: ['The text is not an acceptable English sentence.',
@@ -101,6 +104,8 @@ SPECS = {
                  metrics=('pearson', 'spearman', 'accuracy'),
                  propositions=_same_meaning('sentence2', 1, 'text')),
 }
+# Tasks whose propositions are the FreeLM authors' own wording; the rest are ours.
+AUTHORS_WORDING = ('sst2',)
 # Task types in a fixed order (ids in checkpoints are recorded anyway).
 TASK_TYPES = ('sentiment', 'acceptability', 'nli', 'question_answering', 'paraphrase',
               'similarity')

@@ -66,10 +66,19 @@ def gpt2_format_vocab(tmp_path_factory):
 # --- Templates and propositions -------------------------------------------
 
 
+def test_sst2_uses_the_authors_wording():
+  # FreeLM's README: "... [sep] Here, the movie review is emotionally negative. [cls]".
+  assert glue.SPECS['sst2']['propositions'] == {
+      0: ['Here, the movie review is emotionally negative.'],
+      1: ['Here, the movie review is emotionally positive.']}
+
+
 @pytest.mark.parametrize('task', sorted(glue.SPECS))
-def test_every_label_has_at_least_two_templates_over_real_fields(task):
+def test_every_label_has_its_templates_over_real_fields(task):
   spec = glue.SPECS[task]
-  assert all(len(t) >= 2 for t in spec['propositions'].values())
+  # The authors' wording is one template per label; ours, two.
+  fewest = 1 if task in glue.AUTHORS_WORDING else 2
+  assert all(len(t) >= fewest for t in spec['propositions'].values())
   fields = {'sst2': {'sentence'}, 'cola': {'sentence'}, 'mnli': {'premise', 'hypothesis'},
             'qnli': {'question', 'sentence'}, 'qqp': {'question1', 'question2'}}.get(
                 task, {'sentence1', 'sentence2'})
@@ -94,7 +103,8 @@ def test_local_twin_yields_one_proposition_per_label_exactly_one_true(small_glue
     assert [p['truth'] for p in group] == [int(c == label) for c in range(len(info.labels))]
     assert len({p['template'] for p in group}) == 1  # one draw per example
     assert all(p['score'] == pytest.approx(float(row['label'])) for p in group)
-  assert len({p['template'] for p in props}) == 2  # both templates are drawn
+  templates = len(next(iter(glue.SPECS[glue.LOCAL_TASKS[task]]['propositions'].values())))
+  assert len({p['template'] for p in props}) == templates  # every template is drawn
 
 
 def test_template_draw_is_fixed_by_the_seed(tmp_path):

@@ -4,6 +4,8 @@ References are built with the installed transformers/torch (CPU, float32); the
 tests skip when either is absent.
 """
 
+import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -76,11 +78,12 @@ def freelm_layout(tmp_path_factory):
     json.dump(config, f)
 
   def truth_probability(tokens, lengths):
-    """FreeLM's forward_for_mtc, head 0: softmax of its two logits at [cls]."""
+    """FreeLM's forward_for_mtc with tid 0 and its README's reading: the
+    softmax over head 0's whole row at [cls], index 1."""
     with torch.no_grad():
       hidden = model.transformer(torch.tensor(tokens, dtype=torch.long)).last_hidden_state
       cls = hidden[torch.arange(len(tokens)), torch.tensor(lengths) - 1]
-      logits = torch.einsum('bd,tdn->btn', cls, mtc_head)[:, 0, :2]
+      logits = torch.einsum('bd,tdn->btn', cls, mtc_head)[:, 0]
       return torch.softmax(logits, -1)[:, 1].numpy()
 
   return model, path, truth_probability
@@ -111,6 +114,7 @@ def test_freelm_layout_matches_the_torch_reference(freelm_layout):
   model, path, truth_probability = freelm_layout
   predictor = Predictor.from_pretrained(path)
   assert predictor.config.head_labels == (2, 3)
+  assert predictor.config.head_reading == 'official'
   tokens = random_tokens(1, (4, 11))
   np.testing.assert_allclose(predictor.logits(tokens), torch_logits(model, tokens),
                              atol=1e-4, rtol=0)
@@ -135,8 +139,58 @@ def test_export_is_a_gpt2_that_transformers_loads_and_import_round_trips(
                              Predictor.from_pretrained(path).logits(tokens), atol=1e-4, rtol=0)
   again = interop.load(exported)
   assert again.config == checkpoint.config and again.has_teacher_head
+  assert again.config.head_reading == 'official'  # kept in config.json
   import jax  # pylint: disable=g-import-not-at-top
   jax.tree.map(np.testing.assert_array_equal, again.params, checkpoint.params)
+
+
+def test_our_exports_record_their_head_reading(tmp_path):
+  import jax  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  config = network.ModelConfig(vocab_size=VOCAB, num_layers=1, d_model=D_MODEL, num_heads=4,
+                               max_len=CONTEXT, head_labels=(2, 3))
+  shapes = nn.meta.unbox(jax.eval_shape(functools.partial(
+      network.FreeLM(config).init, method=network.FreeLM.init_all),
+      jax.random.key(0), np.zeros((1, 4), np.int32))['params'])
+  params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)  # the shapes suffice
+  for reading in network.HEAD_READINGS:
+    path = str(tmp_path / reading)
+    hf_format.save_hf(path, params, dataclasses.replace(config, head_reading=reading))
+    assert interop.load(path).config.head_reading == reading
+  with open(os.path.join(path, 'config.json')) as f:
+    hf = json.load(f)
+  with pytest.raises(errors.CheckpointError, match='freelm_jax_head_reading'):
+    hf_format.config_from_hf(dict(hf, freelm_jax_head_reading='two_logits'), path)
+
+
+def test_official_checkpoint_as_a_model_dir_is_scored_over_head_0s_row(freelm_layout, tmp_path):
+  """`convert` to a model_dir keeps the reading for the predictor and for
+  evaluation (the eval CLI parses config.gin; its scores are `Trainer.score`)."""
+  import gin  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from freelm_jax import convert  # pylint: disable=g-import-not-at-top
+  from freelm_jax import train_lib  # pylint: disable=g-import-not-at-top
+  _, path, truth_probability = freelm_layout
+  checkpoint = interop.load(path)
+  model_dir = str(tmp_path / 'model_dir')
+  convert.write_model_dir(model_dir, checkpoint, checkpoint.config, 0, path)
+  tokens, lengths = random_tokens(4, (4, 11)), np.array([11, 6, 2, 9], np.int32)
+  expected = truth_probability(tokens, lengths)
+  predictor = Predictor.from_pretrained(model_dir)
+  np.testing.assert_allclose(predictor.truth_probability(tokens, lengths), expected, atol=1e-4)
+  gin.clear_config(clear_constants=True)
+  try:
+    gin.parse_config_file(os.path.join(model_dir, 'config.gin'))
+    config = train_lib.ModelConfig()
+  finally:
+    gin.clear_config(clear_constants=True)
+  assert config.head_reading == 'official'
+  optimizer, schedule = trainer_lib.create_optimizer(1e-3, 10)
+  trainer = trainer_lib.Trainer(network.FreeLM(config), optimizer, schedule,
+                                {'teacher': models.TeacherObjective()},
+                                partitioning.create_mesh(1, 1, 1, devices=jax.devices()[:1]))
+  np.testing.assert_allclose(trainer.score(predictor.params, tokens, lengths), expected,
+                             atol=1e-4)
 
 
 def test_convert_cli_imports_gpt2_into_a_model_dir_training_can_resume(hf_gpt2, tmp_path):
@@ -256,7 +310,7 @@ def _reference_p_true(model, mtc_head, tokenizer, texts) -> np.ndarray:
     for text in texts:  # one at a time: no padding in the reference
       ids = torch.tensor([tokenizer(text)['input_ids']])
       cls = model.transformer(ids).last_hidden_state[0, -1]
-      logits = torch.einsum('d,tdn->tn', cls, mtc_head)[0, :2]
+      logits = torch.einsum('d,tdn->tn', cls, mtc_head)[0]  # head 0's whole row
       out.append(torch.softmax(logits, -1)[1].item())
   return np.array(out)
 
