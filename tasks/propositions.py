@@ -348,10 +348,6 @@ def _template_draw(task: TeacherTask, example_id: tf.Tensor) -> tf.Tensor:
   return tf.strings.to_hash_bucket_fast(keys, 2**31 - 1)
 
 
-def _ragged_column(value: int, rows: tf.Tensor) -> tf.RaggedTensor:
-  return tf.RaggedTensor.from_tensor(tf.fill([rows, 1], tf.constant(value, tf.int32)))
-
-
 def _every_pair(task: TeacherTask) -> list[tuple[int, int]]:
   """(candidate, template) of each proposition of an example, with every template."""
   return [(c, t) for c, templates in enumerate(task.propositions.values())
@@ -381,17 +377,27 @@ def _every_template(task: TeacherTask, ex, fill, rows):
 
 
 def _joined_targets(vocabulary: seqio.Vocabulary, instance: tf.RaggedTensor,
-                    proposition: tf.RaggedTensor, length: int, total) -> tf.RaggedTensor:
-  """instance [sep] proposition [cls] in at most `length` tokens: the instance
-  is cut first (from its end), then the proposition (the rule of
-  `freelm_jax.tokenizer.proposition_lengths`, which the predictor uses)."""
-  proposition = proposition[:, :length - 2]
-  room = (length - 2 - proposition.row_lengths())[:, None]
-  instance = tf.ragged.boolean_mask(
-      instance, tf.ragged.range(instance.row_lengths()) < room)
-  return tf.concat([tf.cast(instance, tf.int32), _ragged_column(vocabulary.sep_id, total),
-                    tf.cast(proposition, tf.int32),
-                    _ragged_column(vocabulary.cls_id, total)], axis=1)
+                    proposition: tf.RaggedTensor, length: int) -> tuple[tf.Tensor, tf.Tensor]:
+  """instance [sep] proposition [cls] in at most `length` tokens: [N, length]
+  int32 tokens padded with `pad_id`, and [N] lengths. The instance is cut
+  first (from its end), then the proposition (the rule of
+  `freelm_jax.tokenizer.proposition_lengths`, which the predictor uses).
+
+  Dense ops on purpose: ragged slicing, masking and concatenation build graphs
+  of hundreds of ops, and every input worker traces this for every task.
+  """
+  prop_len = tf.minimum(tf.cast(proposition.row_lengths(), tf.int32), length - 2)
+  inst_len = tf.minimum(tf.cast(instance.row_lengths(), tf.int32), length - 2 - prop_len)
+  dense = lambda ragged: tf.cast(ragged.to_tensor(0, shape=[None, length]), tf.int32)
+  column = tf.range(length)[None, :]
+  i, p = inst_len[:, None], prop_len[:, None]
+  shifted = tf.gather(dense(proposition), tf.maximum(column - i - 1, 0), batch_dims=1)
+  token = lambda value: tf.constant(value, tf.int32)
+  tokens = tf.where(column < i, dense(instance), tf.where(
+      column == i, token(vocabulary.sep_id), tf.where(
+          column <= i + p, shifted, tf.where(
+              column == i + p + 1, token(vocabulary.cls_id), token(vocabulary.pad_id)))))
+  return tokens, inst_len + prop_len + 2
 
 
 def _propositions(task: TeacherTask, vocabulary: seqio.Vocabulary,
@@ -418,14 +424,14 @@ def _propositions(task: TeacherTask, vocabulary: seqio.Vocabulary,
         task, ex, fill, rows)
     owner = tf.repeat(tf.range(rows), count)  # proposition -> its example
     total = rows * count
-    targets = _joined_targets(
+    targets, lengths = _joined_targets(
         vocabulary, tf.gather(vocabulary.encode_tf(fill(task.instance)), owner),
-        vocabulary.encode_tf(tf.reshape(texts, [-1])), length, total)
+        vocabulary.encode_tf(tf.reshape(texts, [-1])), length)
     candidate = tf.reshape(candidate, [-1])
     label = tf.gather(label_id, owner)
     flat = {
-        'targets': targets.to_tensor(vocabulary.pad_id, shape=[None, length]),
-        'length': tf.cast(targets.row_lengths(), tf.int32),
+        'targets': targets,
+        'length': lengths,
         'truth': tf.cast(candidate == label, tf.int32),
         'candidate': candidate,
         'label': label,
@@ -435,8 +441,7 @@ def _propositions(task: TeacherTask, vocabulary: seqio.Vocabulary,
         'score': tf.gather(_score_tf(value, label_id), owner),
     }
     # [examples, propositions, ...]: an example's propositions stay one element.
-    return {k: tf.reshape(v, tf.concat([[rows, count], tf.shape(v)[1:]], 0))
-            for k, v in flat.items()}
+    return {k: tf.reshape(v, [-1, count, *v.shape[1:]]) for k, v in flat.items()}
 
   def preprocess(dataset: tf.data.Dataset, sequence_length) -> tf.data.Dataset:
     length = sequence_length['targets']

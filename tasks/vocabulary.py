@@ -154,7 +154,8 @@ class BPEVocabulary(seqio.Vocabulary):
           self._encode_batch_np, [s], [tf.int32, tf.int64], stateful=False)
       flat.set_shape([None])
       lengths.set_shape(s.shape)
-      return tf.RaggedTensor.from_row_lengths(flat, lengths)
+      # validate=False: the lengths come from the same encoding as `flat`.
+      return tf.RaggedTensor.from_row_lengths(flat, lengths, validate=False)
     ids = tf.numpy_function(self._encode_np, [s], tf.int32, stateful=False)
     ids.set_shape([None])
     return ids
