@@ -227,14 +227,32 @@ def _move_aside(manager: ocp.CheckpointManager, step: int, model_dir: str) -> No
   manager.reload()
 
 
+class Checkpointer:
+  """A manager's saves as the training loop makes them (`loop.Checkpointer`)."""
+
+  def __init__(self, manager: ocp.CheckpointManager):
+    self.manager = manager
+
+  def due(self, step: int) -> bool:
+    """Whether the manager's cadence (every `save_every` steps) saves `step`."""
+    return self.manager.should_save(step)
+
+  def save(self, step: int, state: Any, facts: dict, force: bool = False) -> None:
+    save(self.manager, step, state, facts, force)
+
+  def finish(self) -> None:
+    finish(self.manager)
+
+
 class Preemption:
   """Whether to stop at a step because the run was asked to (SIGTERM).
 
-  One process: a SIGTERM handler sets a flag (a second SIGTERM is logged and
-  ignored, so it cannot interrupt the save). Several processes: JAX's
-  preemption service receives SIGTERM and orbax's `reached_preemption` says
-  at which step every process stops, so all save the same step.
-  Use as a context manager around the training loop.
+  One process: a SIGTERM handler sets `requested` (a second SIGTERM is logged
+  and ignored, so it cannot interrupt the save), which evaluations check
+  between batches too. Several processes: JAX's preemption service receives
+  SIGTERM and orbax's `reached_preemption` says at which step every process
+  stops, so all save the same step (an evaluation runs to its end).
+  Use as a context manager around the training loop and its final evaluation.
   """
 
   def __init__(self, manager: ocp.CheckpointManager):
@@ -257,7 +275,8 @@ class Preemption:
     if self.requested:
       logging.warning('SIGTERM again: still saving the checkpoint; ignored.')
     else:
-      logging.warning('SIGTERM: finishing this step, then saving a checkpoint.')
+      logging.warning('SIGTERM: stopping after this step or evaluation batch, with the '
+                      'step saved.')
     self.requested = True
 
   def reached(self, step: int) -> bool:

@@ -4,8 +4,9 @@ A `UserError` is the user's mistake (a setting, a file, the data, a
 checkpoint, a run that diverged or did not fit): every command-line tool ends
 on one with one line, `error: ...`, on stderr and exit status 1. Any other
 error is a bug and keeps its traceback; `--debug` (or FREELM_DEBUG=1) keeps
-it for user errors too (`gin_utils.run_or_exit`). Nothing heavy is imported
-here.
+it for user errors too (`gin_utils.run_or_exit`). `Interrupted` is no error
+of the user's: it ends an evaluation that a stop request cut short. Nothing
+heavy is imported here.
 """
 
 import contextlib
@@ -67,6 +68,12 @@ class NonFiniteError(UserError):
 
 class OutOfMemoryError(UserError):
   """A step did not fit in accelerator memory; the message names the config."""
+
+
+class Interrupted(Exception):
+  """Work stopped between two batches because the run was asked to stop
+  (SIGTERM), having written nothing. Not a user's mistake: the training loop
+  catches it."""
 
 
 def code_name(owner: Any, name: str) -> str:

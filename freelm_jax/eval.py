@@ -35,8 +35,10 @@ def evaluate() -> list[dict]:
   # lazy: JAX and TensorFlow load after main has quieted them (console)
   # pylint: disable=g-import-not-at-top
   from freelm_jax import checkpoints
+  from freelm_jax import evaluation
   from freelm_jax import metrics as metrics_lib
   from freelm_jax import partitioning
+  from freelm_jax import run_tasks
   from freelm_jax import train_lib
   data = train_lib.DataConfig()
   data = dataclasses.replace(data, eval_tasks=tuple(FLAGS.tasks or data.eval_tasks),
@@ -48,16 +50,16 @@ def evaluate() -> list[dict]:
   train_lib.check_lengths(data, model_config)
   partitioning.check_batch_size('train_lib.DataConfig.eval_batch_size',
                                 data.eval_batch_size, trainer.mesh)
-  train_lib.check_tasks(data)
+  run_tasks.check_tasks(data)
   manager = checkpoints.create_manager(FLAGS.model_dir, 1)
   state, facts = checkpoints.restore(manager, trainer.abstract_state(),
                                      FLAGS.checkpoint_step)
   if not storage.is_remote(FLAGS.model_dir):
     console.log_to_file(os.path.join(FLAGS.model_dir, 'eval.log'))
   writer = metrics_lib.MetricsWriter(FLAGS.model_dir)
-  rows = train_lib.run_eval(trainer, state.params, data, int(state.step),
-                            facts.get('trained_task_types', []), writer,
-                            facts.get('task_types'))
+  rows = evaluation.run_eval(trainer, state.params, data, int(state.step),
+                             facts.get('trained_task_types', []), writer,
+                             facts.get('task_types'))
   writer.close()
   return rows
 

@@ -12,12 +12,18 @@ scikit-learn's and SciPy's functions (the ones t5's GLUE metrics wrap), on a
 does for MRPC and QQP); `matthews` (CoLA); `pearson` and `spearman` between the
 gold score and the expected label index under P(true) normalised over the
 candidates (STS-B: P("same meaning") / (P("same meaning") + P("different"))).
+
+`run_eval` is a run's whole evaluation: the language task's held-out loss,
+then the teacher tasks. Given a `stop` callable, it checks it between batches
+and raises `errors.Interrupted` once it is true, having written no rows.
 """
 
 import collections
 import functools
-from typing import Callable, Iterable, Optional, Sequence
+import math
+from typing import Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
+from absl import logging
 import gin
 import numpy as np
 from scipy import stats
@@ -26,10 +32,27 @@ import tabulate
 
 from freelm_jax import baselines
 from freelm_jax import errors
+from freelm_jax import gin_utils
+from freelm_jax import input_pipeline
 from freelm_jax import prefetch
 import tasks
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (tokens, lengths) -> P(true)
+StopFn = Callable[[], bool]  # whether the run was asked to stop
+_Item = TypeVar('_Item')
+
+
+def until_stopped(items: Iterable[_Item], stop: Optional[StopFn]) -> Iterator[_Item]:
+  """`items`, checking `stop` before each; errors.Interrupted once it is true."""
+  iterator = iter(items)
+  while True:
+    if stop is not None and stop():
+      raise errors.Interrupted('stopped between two evaluation batches.')
+    try:
+      item = next(iterator)
+    except StopIteration:
+      return
+    yield item
 
 
 def predict(score: ScoreFn, batches: Iterable[tuple[str, dict]]) -> dict[str, dict]:
@@ -123,7 +146,8 @@ def evaluate(score: ScoreFn, task_names: Sequence[str], split: str, seq_len: int
              task_types: Optional[Sequence[str]] = None,
              max_examples: Optional[int] = None,
              templates: Optional[str] = None,
-             trained_tasks: Sequence[str] = (), probe: bool = False) -> list[dict]:
+             trained_tasks: Sequence[str] = (), probe: bool = False,
+             stop: Optional[StopFn] = None) -> list[dict]:
   """One eval row per task: accuracy (plus the task's other metrics),
   num_examples, trained (the task is in `trained_tasks`), seen (its type is
   in `trained_task_types`), baseline_accuracy (and, with `probe`, the
@@ -134,7 +158,8 @@ def evaluate(score: ScoreFn, task_names: Sequence[str], split: str, seq_len: int
   checkpoint's; default: this process's registration order); `max_examples`: score
   only each task's first examples; `templates`: 'drawn' (each label with the
   example's drawn template) or 'average' (every template, P(true) averaged
-  per label); default: gin's `evaluation.evaluate.templates`, else 'drawn'.
+  per label); default: gin's `evaluation.evaluate.templates`, else 'drawn';
+  `stop`: checked between batches (`until_stopped`).
   """
   templates = templates or _settings()['templates']
   if templates not in TEMPLATES:
@@ -147,7 +172,7 @@ def evaluate(score: ScoreFn, task_names: Sequence[str], split: str, seq_len: int
                                         else task_types),
            max_examples=max_examples, every_template=templates == 'average'),
       setup) as batches:
-    predictions = predict(score, batches)
+    predictions = predict(score, until_stopped(batches, stop))
   rows = []
   for name in task_names:
     prediction = predictions.get(name)
@@ -161,6 +186,54 @@ def evaluate(score: ScoreFn, task_names: Sequence[str], split: str, seq_len: int
         **reference_accuracies(name, split, tuple(trained_tasks), probe),
     })
   return rows
+
+
+def run_eval(trainer, params, data, step: int, trained: Sequence[str], writer,
+             task_types: Optional[Sequence[str]] = None,
+             stop: Optional[StopFn] = None) -> list[dict]:
+  """Held-out language loss, then zero-shot evaluation of the held-out tasks,
+  written as eval rows of `step` once all are done.
+
+  `data`: a `train_lib.DataConfig`; `trained`: the trained task types;
+  `stop`: checked between batches (`until_stopped`).
+  Multi-host: every process reads every eval batch, feeds its own rows and
+  gets all the results back, so every process computes the same table.
+  """
+  lm_row = run_lm_eval(trainer, params, data, stop)
+  rows = [lm_row] if lm_row else []
+  score = lambda tokens, lengths: trainer.score(params, tokens, lengths)
+  if data.eval_tasks:
+    rows += evaluate(score, data.eval_tasks, data.eval_split, data.teacher_seq_len,
+                     data.eval_batch_size, trained, gin_utils.worker_setup(),
+                     task_types=task_types, max_examples=data.eval_max_examples,
+                     trained_tasks=tasks.mixture_tasks(data.teacher_mixture),
+                     probe=data.eval_probe, stop=stop)
+  for row in rows:
+    writer.write({'step': step, 'kind': 'eval', **row})
+  logging.info('Evaluation at step %d:\n%s', step, format_table(rows))
+  return rows
+
+
+def run_lm_eval(trainer, params, data, stop: Optional[StopFn] = None) -> Optional[dict]:
+  """The eval row of the language task's `eval_split` (its first
+  `lm_eval_batches` batches): lm_loss (per token), perplexity, num_tokens.
+  None when `lm_eval_batches` is 0 or the task has no such split."""
+  if not data.lm_eval_batches:
+    return None
+  loss_sum = tokens = 0.0
+  # In this process: a worker takes ~10 s to start.
+  batches = input_pipeline.lm_eval_batches(data.lm_task, data.lm_seq_len, data.lm_batch_size,
+                                           data.eval_split, data.lm_eval_batches)
+  for batch in until_stopped(batches, stop):
+    loss, count = trainer.eval_loss(params, batch, 'lm')
+    loss_sum, tokens = loss_sum + loss * count, tokens + count
+  if not tokens:
+    logging.info('No %r split of %s: no held-out LM loss.', data.eval_split, data.lm_task)
+    return None
+  loss = loss_sum / tokens
+  return {'task': data.lm_task, 'split': data.eval_split, 'lm_loss': loss,
+          'perplexity': math.exp(loss) if loss < 700 else math.inf,
+          'num_tokens': int(tokens)}
 
 
 LM_COLUMNS = ['task', 'split', 'num_tokens', 'lm_loss', 'perplexity']

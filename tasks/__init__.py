@@ -47,6 +47,7 @@ _convert_only_what_needs_autograph()
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from tasks.language import register_language
 from tasks.propositions import get as get_teacher_task
+from tasks.propositions import mixture_tasks
 from tasks.propositions import provider as get_task_or_mixture
 from tasks.propositions import register
 from tasks.propositions import registered as registered_teacher_tasks

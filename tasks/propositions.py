@@ -183,6 +183,12 @@ def provider(name: str) -> seqio.DatasetProviderBase:
   return seqio.get_mixture_or_task(name)
 
 
+def mixture_tasks(name: str) -> list[str]:
+  """The names of the tasks of mixture `name`; [name] for a task."""
+  found = provider(name)
+  return [task.name for task in getattr(found, 'tasks', [found])]
+
+
 def registered() -> tuple[str, ...]:
   return tuple(sorted(_TEACHER_TASKS))
 

@@ -1,12 +1,15 @@
-"""Zero-shot scoring with the drawn template or averaged over every template."""
+"""Zero-shot scoring with the drawn template or averaged over every template; a
+stop request ends an evaluation between two batches."""
 
 import json
+import types
 import uuid
 
 import numpy as np
 import pytest
 
 import tasks
+from freelm_jax import errors
 from freelm_jax import evaluation
 from freelm_jax import input_pipeline
 from tasks import vocabulary
@@ -83,3 +86,36 @@ def test_gin_selects_the_templates_option():
       evaluation.evaluate(None, [], 'validation', 32, 8, [])
   finally:
     gin.clear_config()
+
+
+def test_a_stop_request_ends_the_scoring_between_two_batches(tmp_path):
+  name = _register(tmp_path)
+  batches = list(input_pipeline.eval_batches([name], 32, 8, 'validation'))
+  scored = []
+  score = lambda tokens, lengths: scored.append(len(tokens)) or _score(tokens, lengths)
+  with pytest.raises(errors.Interrupted):
+    evaluation.predict(score, evaluation.until_stopped(batches, lambda: bool(scored)))
+  assert len(scored) == 1 < len(batches)
+
+
+def test_a_stop_request_ends_the_held_out_lm_loss_after_its_batch():
+  data = types.SimpleNamespace(lm_task='opinions_lm', lm_seq_len=32, lm_batch_size=4,
+                               eval_split='validation', lm_eval_batches=3)
+  losses = []
+  trainer = types.SimpleNamespace(
+      eval_loss=lambda params, batch, objective: losses.append(1.0) or (1.0, 10.0))
+  with pytest.raises(errors.Interrupted):
+    evaluation.run_lm_eval(trainer, None, data, stop=lambda: bool(losses))
+  assert losses == [1.0]
+  assert evaluation.run_lm_eval(trainer, None, data)['num_tokens'] == 30  # no stop: all 3
+
+
+def test_a_stop_request_before_the_evaluation_writes_no_rows():
+  data = types.SimpleNamespace(lm_task='opinions_lm', lm_seq_len=32, lm_batch_size=4,
+                               eval_split='validation', lm_eval_batches=3,
+                               eval_tasks=['opinions_party'])
+  rows = []
+  writer = types.SimpleNamespace(write=rows.append)
+  with pytest.raises(errors.Interrupted):
+    evaluation.run_eval(None, None, data, 4, [], writer, stop=lambda: True)
+  assert rows == []

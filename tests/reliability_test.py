@@ -192,7 +192,7 @@ def test_sigkill_then_same_command_logs_the_uninterrupted_losses(snapshot_tasks,
   assert os.listdir(killed / 'iterators' / 'lm.process0')  # snapshots were written
 
 
-def test_sigterm_saves_the_current_step_and_exits_0(tmp_path):
+def test_sigterm_saves_the_current_step_and_exits_0(tmp_path, monkeypatch):
   model_dir = tmp_path / 'model'
   process = _start(model_dir, 'TRAIN_STEPS = 100000', 'CHECKPOINT_EVERY = 100000')
   _wait_for_step(process, model_dir, 5)
@@ -208,8 +208,25 @@ def test_sigterm_saves_the_current_step_and_exits_0(tmp_path):
   assert _checkpoint_steps(model_dir)[-1] == stopped
   assert 'Preempted: saved the checkpoint at step' in stderr
 
-  _train(model_dir, f'TRAIN_STEPS = {stopped + 2}')  # in-process: the SIGKILL test re-runs the CLI
+  # In-process (the SIGKILL test re-runs the CLI), with SIGTERM during the final
+  # evaluation: the run returns after its first batch; the next one evaluates.
+  eval_loss = trainer_lib.Trainer.eval_loss
+
+  def eval_loss_then_sigterm(self, *args):
+    assert callable(signal.getsignal(signal.SIGTERM))  # the run's handler, not the default
+    signal.raise_signal(signal.SIGTERM)
+    return eval_loss(self, *args)
+
+  monkeypatch.setattr(trainer_lib.Trainer, 'eval_loss', eval_loss_then_sigterm)
+  final = [f'TRAIN_STEPS = {stopped + 2}', 'LM_EVAL_BATCHES = 2']
+  assert _train(model_dir, *final) == []
+  monkeypatch.undo()
   assert [r['step'] for r in _train_rows(model_dir)][-2:] == [stopped + 1, stopped + 2]
+  assert _checkpoint_steps(model_dir)[-1] == stopped + 2
+  assert not [r for r in metrics_lib.read(model_dir) if r['kind'] == 'eval']
+  rows = _train(model_dir, *final)
+  assert [r['step'] for r in metrics_lib.read(model_dir) if r['kind'] == 'eval'] == [stopped + 2]
+  assert rows[0]['num_tokens'] > 0
 
 
 def test_a_failed_async_save_is_raised_naming_the_step(tmp_path):

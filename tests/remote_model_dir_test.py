@@ -23,6 +23,7 @@ import pytest
 
 from freelm_jax import checkpoints
 from freelm_jax import gin_utils
+from freelm_jax import input_streams
 from freelm_jax import interop
 from freelm_jax import metrics as metrics_lib
 from freelm_jax import train_lib
@@ -201,8 +202,8 @@ def _train(*bindings):
 
 def test_train_on_a_gs_model_dir_checkpoints_logs_and_resumes(bucket, monkeypatch):
   # The input workers snapshot their iterators with tf.io.gfile (GCS on its own).
-  open_streams = train_lib.open_streams
-  monkeypatch.setattr(train_lib, 'open_streams', lambda *a, **k: open_streams(
+  open_streams = input_streams.open_streams
+  monkeypatch.setattr(input_streams, 'open_streams', lambda *a, **k: open_streams(
       *a[:6], bucket.local(a[6]), *a[7:], **k))
 
   _train('TRAIN_STEPS = 4')
