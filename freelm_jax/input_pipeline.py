@@ -78,7 +78,8 @@ def lm_dataset(name: str, seq_len: int, split: str, seed: Optional[int],
 def lm_batches(name: str, seq_len: int, batch_size: int, seed: int,
                split: str = 'train', skip_batches: int = 0, shard_index: int = 0,
                num_shards: int = 1, state_dir: Optional[str] = None,
-               snapshot_every: int = 0, keep_snapshots: int = 5) -> Iterator[dict]:
+               snapshot_every: int = 0, keep_snapshots: int = 5,
+               snapshot_until: Optional[int] = None) -> Iterator[dict]:
   """Endless packed LM batches: tokens, targets, positions, segment_ids, weights.
 
   Starts after `skip_batches` batches; see `resumable_batches` for `state_dir`.
@@ -87,7 +88,7 @@ def lm_batches(name: str, seq_len: int, batch_size: int, seed: int,
   ds = ds.batch(batch_size, drop_remainder=True)
   fingerprint = (name, seq_len, batch_size, seed, split, shard_index, num_shards)
   return resumable_batches(ds, skip_batches, IteratorSnapshots.create(
-      state_dir, fingerprint, snapshot_every, keep_snapshots))
+      state_dir, fingerprint, snapshot_every, keep_snapshots, snapshot_until))
 
 
 def _proposition_features(task_type_ids: tf.Tensor):
@@ -145,7 +146,8 @@ def teacher_batches(name: str, seq_len: int, batch_size: int, seed: int,
                     num_shards: int = 1,
                     task_types: Optional[Sequence[str]] = None,
                     state_dir: Optional[str] = None, snapshot_every: int = 0,
-                    keep_snapshots: int = 5) -> Iterator[dict]:
+                    keep_snapshots: int = 5,
+                    snapshot_until: Optional[int] = None) -> Iterator[dict]:
   """Endless shuffled proposition batches for training.
 
   Starts after `skip_batches` batches; see `resumable_batches` for `state_dir`.
@@ -158,11 +160,12 @@ def teacher_batches(name: str, seq_len: int, batch_size: int, seed: int,
   fingerprint = (name, seq_len, batch_size, seed, split, shard_index, num_shards,
                  list(task_types or []))
   return resumable_batches(ds, skip_batches, IteratorSnapshots.create(
-      state_dir, fingerprint, snapshot_every, keep_snapshots))
+      state_dir, fingerprint, snapshot_every, keep_snapshots, snapshot_until))
 
 
 class IteratorSnapshots:
-  """tf.data iterator checkpoints of one stream, every `every` batches.
+  """tf.data iterator checkpoints of one stream, every `every` batches (and
+  none after `until` batches, what the run reads).
 
   A snapshot `<directory>/<fingerprint>-<count>` is the iterator's state after
   `count` batches (whenever the worker got there: the prefetch queue may run
@@ -172,19 +175,20 @@ class IteratorSnapshots:
   changed batch size or seed never restores an old snapshot.
   """
 
-  def __init__(self, directory: str, fingerprint: str, every: int, keep: int):
+  def __init__(self, directory: str, fingerprint: str, every: int, keep: int,
+               until: Optional[int] = None):
     self.directory, self.fingerprint = directory, fingerprint
-    self.every, self.keep = every, keep
+    self.every, self.keep, self.until = every, keep, until
     self.enabled = True
 
   @classmethod
-  def create(cls, directory: Optional[str], fingerprint, every: int,
-             keep: int) -> Optional['IteratorSnapshots']:
+  def create(cls, directory: Optional[str], fingerprint, every: int, keep: int,
+             until: Optional[int] = None) -> Optional['IteratorSnapshots']:
     if not directory or every <= 0:
       return None
     digest = hashlib.sha1(repr(fingerprint).encode()).hexdigest()[:10]
     tf.io.gfile.makedirs(directory)
-    return cls(directory, digest, every, keep)
+    return cls(directory, digest, every, keep, until)
 
   def _prefix(self, count: int) -> str:
     return os.path.join(self.directory, f'{self.fingerprint}-{count:010d}')
@@ -211,7 +215,8 @@ class IteratorSnapshots:
 
   def maybe_save(self, iterator, count: int) -> None:
     """Saves the iterator's state after `count` batches, on the schedule."""
-    if not self.enabled or count == 0 or count % self.every:
+    if (not self.enabled or count == 0 or count % self.every
+        or (self.until is not None and count > self.until)):
       return
     prefix = self._prefix(count)
     if tf.io.gfile.exists(prefix + '.done'):

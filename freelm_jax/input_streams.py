@@ -19,12 +19,15 @@ from freelm_jax import trainer as trainer_lib
 def open_streams(data, schedule: schedules.Schedule, consumed: dict,
                  seed: int, trainer: trainer_lib.Trainer,
                  task_types: Optional[Sequence[str]] = None,
-                 state_dir: Optional[str] = None, snapshot_steps: int = 0) -> dict:
+                 state_dir: Optional[str] = None, snapshot_steps: int = 0,
+                 train_steps: Optional[int] = None) -> dict:
   """The streams the schedule's objectives read, past the batches already
   `consumed` (stream -> batches); `data`: a `train_lib.DataConfig`.
 
   With `state_dir`, each worker snapshots its iterator there as often as
-  every `snapshot_steps` steps feed it (`input_pipeline.IteratorSnapshots`).
+  every `snapshot_steps` steps feed it (`input_pipeline.IteratorSnapshots`),
+  up to what the run's `train_steps` read: a worker runs ahead of the
+  trainer, and a snapshot past the run's end would never be restored.
 
   Each runs in its own worker process and yields this host's rows: input
   shard `trainer.data_shard` = (index, count) of the seqio datasets. A worker
@@ -37,11 +40,13 @@ def open_streams(data, schedule: schedules.Schedule, consumed: dict,
       'teacher': ('teacher_batches', data.teacher_mixture, data.teacher_seq_len,
                   data.teacher_batch_size)}
   streams, setup = {}, gin_utils.worker_setup()
+  last = trainer.stream_counts(schedule, train_steps) if train_steps is not None else {}
   for stream, every in trainer.stream_counts(schedule, snapshot_steps).items():
     function, name, seq_len, batch_size = specs[stream]
     snapshots = dict(
         state_dir=os.path.join(state_dir, f'{stream}.process{jax.process_index()}'),
-        snapshot_every=every, keep_snapshots=5 + 10 // max(every, 1)) if state_dir else {}
+        snapshot_every=every, keep_snapshots=5 + 10 // max(every, 1),
+        snapshot_until=last.get(stream)) if state_dir else {}
     streams[stream] = prefetch.ProcessIterator(
         f'freelm_jax.input_pipeline.{function}',
         dict(name=name, seq_len=seq_len, batch_size=_per_host(batch_size, num_shards),

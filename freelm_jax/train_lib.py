@@ -269,7 +269,7 @@ def train(
     run = run_state(trainer, schedule, data, step, facts, in_run)
     streams = {} if step >= train_steps else resources.streams(input_streams.open_streams(
         data, schedule, run.consumed, seed, trainer, run.task_types,
-        os.path.join(model_dir, 'iterators'), checkpoint_every))
+        os.path.join(model_dir, 'iterators'), checkpoint_every, train_steps))
     with resources.preemption() as stop:
       outcome = loop.train(
           trainer, state, run, streams, schedule, train_steps=train_steps,

@@ -167,6 +167,17 @@ def test_input_stream_resumes_at_a_batch_from_its_snapshot(
   assert [int(f[:-5].rsplit('-', 1)[1]) for f in done] == ([3, 6, 9] if checkpointable else [])
 
 
+def test_input_snapshots_stop_at_what_the_run_reads(tmp_path):
+  """A worker runs ahead of the trainer; snapshots past the run's end are not written."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from freelm_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  snapshots = input_pipeline.IteratorSnapshots.create(str(tmp_path), ('range',), every=2,
+                                                       keep=10, until=5)
+  ds = tf.data.Dataset.range(100).batch(2)
+  assert len(list(itertools.islice(input_pipeline.resumable_batches(ds, 0, snapshots), 9))) == 9
+  assert snapshots.counts() == [2, 4]
+
+
 def test_sigkill_then_same_command_logs_the_uninterrupted_losses(snapshot_tasks, tmp_path):
   steps = ['TRAIN_STEPS = 60', 'CHECKPOINT_EVERY = 10']
   reference = tmp_path / 'reference'
