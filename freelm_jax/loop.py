@@ -243,13 +243,10 @@ def _finish(state, run: RunState, streams: Mapping[str, Stream], checkpointer: C
   checkpointer.finish()
   for stream in streams.values():
     stream.close()
-  if preempted:
-    logging.warning('Preempted: saved the checkpoint at step %d; re-run the same '
-                    'command to resume.', step)
-    return Outcome(state, [], True)
-  rows = _evaluate(evaluate, step, state.params, stop)
+  rows = None if preempted else _evaluate(evaluate, step, state.params, stop)
   if rows is None:
     logging.warning('Preempted: saved the checkpoint at step %d; re-run the same '
-                    'command to run its final evaluation.', step)
+                    'command to %s.', step,
+                    'resume' if preempted else 'run its final evaluation')
     return Outcome(state, [], True)
   return Outcome(state, rows, False)
