@@ -35,14 +35,14 @@ from absl import flags
 import jax
 import numpy as np
 
-from freelm_jax import accounting
-from freelm_jax import errors
-from freelm_jax import gin_utils
-from freelm_jax import packing
-from freelm_jax import train_lib
+from freelm_jax import cli
+from freelm_jax.common import errors
+from freelm_jax.core import accounting
+from freelm_jax.core import packing
+from freelm_jax.training import runner
 
-gin_utils.define_flags()
-flags.adopt_module_key_flags(gin_utils)  # --help lists them with the tool's own
+cli.define_flags()
+flags.adopt_module_key_flags(cli)  # --help lists them with the tool's own
 flags.DEFINE_integer('steps', 10, 'Timed steps per objective (after warm-up).',
                      lower_bound=1)
 flags.DEFINE_integer('warmup_steps', 2, 'Untimed steps per objective after compiling.',
@@ -151,7 +151,7 @@ def peak_memory_bytes(device, compiled) -> int:
 
 def bench() -> list:
   """Compiles and times each step and the schedule's mix; one dict per line."""
-  model_config, data, trainer, schedule = train_lib.trainer_without_data(
+  model_config, data, trainer, schedule = runner.trainer_without_data(
       FLAGS.gin_file, FLAGS.gin_bindings, train_steps=1000)
   state = trainer.init_state(0)
   local = synthetic_batches(data, model_config.head_labels, model_config.vocab_size,
@@ -245,14 +245,14 @@ def schedule_result(trainer, state, schedule, steps: dict, local: dict, results:
 
 def main(argv):
   del argv
-  lines = gin_utils.run_or_exit(bench)
+  lines = cli.run_or_exit(bench)
   for line in lines:
     print(json.dumps(line), flush=True)
 
 
 def run():
   """The `freelm-bench` command."""
-  app.run(main, argv=gin_utils.rewrite_gin_args(sys.argv))
+  app.run(main, argv=cli.rewrite_gin_args(sys.argv))
 
 
 if __name__ == '__main__':

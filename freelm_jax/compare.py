@@ -29,21 +29,22 @@ from absl import logging
 import gin
 import tabulate
 
-from freelm_jax import console
-from freelm_jax import errors
-from freelm_jax import gin_utils
+from freelm_jax import cli
 from freelm_jax import plots
-from freelm_jax import schedules as schedules_lib
-
-console.quiet_environment()  # before TensorFlow and JAX load
+from freelm_jax.common import console
+from freelm_jax.common import errors
+from freelm_jax.config import gin_utils
+from freelm_jax.core import schedules as schedules_lib
+from freelm_jax.training import metrics
+from freelm_jax.training import runner
 
 SCHEDULES = tuple(s.name for s in schedules_lib.BUILT_IN)
 VARIANT_SCHEDULE = 'parity'  # what a --variant's bindings go on top of
 # A run's name is a folder name under OUTPUT_DIR.
 _NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]*')
 
-gin_utils.define_flags()
-flags.adopt_module_key_flags(gin_utils)  # --help lists them with the tool's own
+cli.define_flags()
+flags.adopt_module_key_flags(cli)  # --help lists them with the tool's own
 flags.DEFINE_string('output_dir', 'runs/compare',
                     'Each run goes in OUTPUT_DIR/<run>/seed_<k>, the table and plot here.')
 flags.DEFINE_list('seeds', None, 'Seeds to train each run with (the SEED macro), e.g. 0,1,2. '
@@ -143,8 +144,6 @@ def plan(gin_files: Sequence[str], bindings: Sequence[str], output_dir: str,
 
 def finished(model_dir: str, train_steps: int) -> bool:
   """Whether the run has its final evaluation (then it is not re-run)."""
-  # lazy: metrics imports clu, hence TensorFlow, which main imports quietly first
-  from freelm_jax import metrics  # pylint: disable=g-import-not-at-top
   try:
     rows = metrics.read(model_dir)
   except FileNotFoundError:
@@ -157,8 +156,6 @@ def run_all(gin_files: Sequence[str], bindings: Sequence[str], output_dir: str,
             seeds: Optional[Sequence[int]] = None) -> dict[str, dict[int, str]]:
   """Trains (or resumes) each run (`run_groups()` by default) with each seed
   (default: the config's SEED); returns name -> seed -> model_dir."""
-  # lazy: JAX loads after console.quiet_environment(), called once this module is loaded
-  from freelm_jax import train_lib  # pylint: disable=g-import-not-at-top
   dirs: dict[str, dict[int, str]] = {}
   for run in plan(gin_files, bindings, output_dir, groups or run_groups(), seeds):
     dirs.setdefault(run.name, {})[run.seed] = run.model_dir
@@ -168,7 +165,7 @@ def run_all(gin_files: Sequence[str], bindings: Sequence[str], output_dir: str,
       continue
     logging.info('Training %s, seed %d, in %s.', run.name, run.seed, run.model_dir)
     print(f'== {run.name}, seed {run.seed} ({run.model_dir})', flush=True)
-    train_lib.train()
+    runner.train()
   gin.clear_config(clear_constants=True)
   return dirs
 
@@ -245,8 +242,6 @@ EXPLAINED = ('Final accuracy per eval task, the trained tasks\' mean (per seed, 
 def report(dirs: Mapping[str, Mapping[int, str]], output_dir: str) -> tuple[str, str, str]:
   """Writes compare.md, compare.json and compare.png for name -> seed ->
   model_dir; returns their paths."""
-  # lazy: metrics imports clu, hence TensorFlow, which main imports quietly first
-  from freelm_jax import metrics  # pylint: disable=g-import-not-at-top
   runs = {name: {seed: metrics.read(d) for seed, d in by_seed.items()}
           for name, by_seed in dirs.items()}
   summary = results(runs)
@@ -269,13 +264,12 @@ def main(argv):
   def run():
     seeds = parse_seeds(FLAGS.seeds)
     groups = run_groups(parse_variants(FLAGS.variant))
-    console.import_tensorflow_quietly()
-    gin_utils.initialize_distributed()
+    cli.initialize_distributed()
     gin_utils.import_modules(FLAGS.module_import)
     dirs = run_all(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.output_dir, groups, seeds)
     return report(dirs, FLAGS.output_dir)
 
-  md, json_path, png = gin_utils.run_or_exit(run)
+  md, json_path, png = cli.run_or_exit(run)
   with open(md) as f:
     print(f.read())
   print(f'Wrote {md}, {json_path} and {png}.')
@@ -283,7 +277,7 @@ def main(argv):
 
 def run():
   """The `freelm-compare` command."""
-  gin_utils.run_cli(main)
+  cli.run_cli(main)
 
 
 if __name__ == '__main__':

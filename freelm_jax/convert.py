@@ -23,10 +23,20 @@ import shutil
 
 from absl import app
 from absl import flags
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
-from freelm_jax import errors
-from freelm_jax import gin_utils
-from freelm_jax import resources
+from freelm_jax import cli
+from freelm_jax.common import errors
+from freelm_jax.common import resources
+from freelm_jax.core import checkpoints
+from freelm_jax.core import network
+from freelm_jax.core import trainer as trainer_lib
+from freelm_jax.inference import tokenizer_files
+from freelm_jax.interop import hf_format
+from freelm_jax.interop import operative_config
+from freelm_jax.interop import weights
 
 flags.DEFINE_string('input', None, 'Source: a model_dir, HF GPT-2 or FreeLM directory.',
                     required=True)
@@ -46,8 +56,6 @@ FLAGS = flags.FLAGS
 
 def import_config(checkpoint, tokenizer_size):
   """The imported network's config, after the --vocab_size/--head_labels/--max_len flags."""
-  # lazy: JAX loads after quiet_library_logs() has quieted its C++ logging
-  from freelm_jax import network  # pylint: disable=g-import-not-at-top
   config = checkpoint.config
   vocab_size = FLAGS.vocab_size or max(config.vocab_size, tokenizer_size or 0)
   if FLAGS.head_labels:
@@ -62,21 +70,10 @@ def import_config(checkpoint, tokenizer_size):
 
 def write_model_dir(path: str, checkpoint, config, seed: int, tokenizer_dir) -> None:
   """Writes `checkpoints/0` (step-0 train state) and config.gin to `path`."""
-  # lazy: JAX loads after quiet_library_logs() has quieted its C++ logging
-  # pylint: disable=g-import-not-at-top
-  import jax
-  import jax.numpy as jnp
-  import flax.linen as nn
-  from freelm_jax import checkpoints
-  from freelm_jax import hf_format
-  from freelm_jax import interop
-  from freelm_jax import network
-  from freelm_jax import operative_config
-  from freelm_jax import trainer as trainer_lib
   tokens = jnp.zeros((1, min(8, config.max_len)), jnp.int32)
   fresh = nn.meta.unbox(network.FreeLM(config).init(
       jax.random.key(seed), tokens, method=network.FreeLM.init_all)['params'])
-  params = jax.tree.map(jnp.asarray, interop.fit_checkpoint(checkpoint, fresh, config))
+  params = jax.tree.map(jnp.asarray, weights.fit_checkpoint(checkpoint, fresh, config))
   optimizer, _ = trainer_lib.create_optimizer(learning_rate=1e-4, total_steps=1)
   state = trainer_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                                  opt_state=optimizer.init(params))
@@ -93,15 +90,10 @@ def write_model_dir(path: str, checkpoint, config, seed: int, tokenizer_dir) -> 
 
 def convert() -> str:
   """Runs the conversion the flags ask for; returns what was written."""
-  # lazy: JAX loads after quiet_library_logs() has quieted its C++ logging
-  # pylint: disable=g-import-not-at-top
-  from freelm_jax import hf_format
-  from freelm_jax import interop
-  from freelm_jax import predictor
   if os.path.exists(FLAGS.output):
     raise ValueError(f'--output={FLAGS.output} already exists.')
-  checkpoint = interop.load(FLAGS.input, FLAGS.step)
-  to = FLAGS.to or ('hf' if interop.is_model_dir(FLAGS.input) else 'model_dir')
+  checkpoint = weights.load(FLAGS.input, FLAGS.step)
+  to = FLAGS.to or ('hf' if weights.is_model_dir(FLAGS.input) else 'model_dir')
   tokenizer_dir = resources.resolve(FLAGS.vocab_dir) if FLAGS.vocab_dir else FLAGS.input
   staging = FLAGS.output.rstrip('/') + '.converting'
   shutil.rmtree(staging, ignore_errors=True)
@@ -110,7 +102,7 @@ def convert() -> str:
       config = checkpoint.config
       hf_format.save_hf(staging, checkpoint.params, config, tokenizer_dir)
     else:
-      tokenizer = predictor.load_tokenizer(tokenizer_dir)
+      tokenizer = tokenizer_files.load_tokenizer(tokenizer_dir)
       config = import_config(checkpoint, tokenizer and tokenizer.get_vocab_size())
       write_model_dir(staging, checkpoint, config, FLAGS.seed, tokenizer_dir)
     os.rename(staging, FLAGS.output)
@@ -122,7 +114,7 @@ def convert() -> str:
 
 def main(argv):
   del argv
-  gin_utils.quiet_library_logs()
+  cli.quiet_library_logs()
   with errors.exit_on(ValueError, OSError):  # CheckpointError is a ValueError
     print(convert())
 

@@ -15,14 +15,20 @@ import os
 
 from absl import flags
 
-from freelm_jax import console
-from freelm_jax import gin_utils
-from freelm_jax import storage
+from freelm_jax import cli
+from freelm_jax.common import console
+from freelm_jax.common import storage
+from freelm_jax.config import gin_utils
+from freelm_jax.config import settings
+from freelm_jax.core import checkpoints
+from freelm_jax.core import partitioning
+from freelm_jax.training import evaluation
+from freelm_jax.training import metrics as metrics_lib
+from freelm_jax.training import run_tasks
+from freelm_jax.training import runner  # pylint: disable=unused-import (gin: train_lib.train)
 
-console.quiet_environment()  # before TensorFlow and JAX load
-
-gin_utils.define_flags()
-flags.adopt_module_key_flags(gin_utils)  # --help lists them with the tool's own
+cli.define_flags()
+flags.adopt_module_key_flags(cli)  # --help lists them with the tool's own
 flags.DEFINE_string('model_dir', None, 'The trained model_dir.', required=True)
 flags.DEFINE_integer('checkpoint_step', None, 'Step to load (default: newest).')
 flags.DEFINE_list('tasks', None, 'Teacher tasks (default: the config\'s eval tasks).')
@@ -32,22 +38,14 @@ FLAGS = flags.FLAGS
 
 def evaluate() -> list[dict]:
   """Restores the checkpoint and evaluates; returns the eval rows."""
-  # lazy: JAX and TensorFlow load after main has quieted them (console)
-  # pylint: disable=g-import-not-at-top
-  from freelm_jax import checkpoints
-  from freelm_jax import evaluation
-  from freelm_jax import metrics as metrics_lib
-  from freelm_jax import partitioning
-  from freelm_jax import run_tasks
-  from freelm_jax import train_lib
-  data = train_lib.DataConfig()
+  data = settings.DataConfig()
   data = dataclasses.replace(data, eval_tasks=tuple(FLAGS.tasks or data.eval_tasks),
                              eval_split=FLAGS.split or data.eval_split)
-  model_config = train_lib.ModelConfig()
-  trainer = train_lib.build_trainer(
-      model_config, train_lib.MeshConfig(), train_lib.create_optimizer,
-      1, train_lib.TeacherObjective())
-  train_lib.check_lengths(data, model_config)
+  model_config = settings.ModelConfig()
+  trainer = settings.build_trainer(
+      model_config, settings.MeshConfig(), settings.create_optimizer,
+      1, settings.TeacherObjective())
+  settings.check_lengths(data, model_config)
   partitioning.check_batch_size('train_lib.DataConfig.eval_batch_size',
                                 data.eval_batch_size, trainer.mesh)
   run_tasks.check_tasks(data)
@@ -67,29 +65,23 @@ def evaluate() -> list[dict]:
 def main(argv):
   del argv
   console.quiet_console()
-  console.import_tensorflow_quietly()
-  # lazy: JAX and TensorFlow load after the two lines above have quieted them
-  # pylint: disable=g-import-not-at-top
-  from freelm_jax import evaluation
-  from freelm_jax import train_lib  # registers the gin configurables
-  del train_lib
   # The model_dir's operative config, then --gin_file layers on top of it
   # (e.g. gin/eval/glue_paper.gin).
   config = storage.resolve(FLAGS.model_dir) / 'config.gin'
   gin_files = ([str(config)] if config.exists() or not FLAGS.gin_file else []) + FLAGS.gin_file
 
   def run():
-    gin_utils.initialize_distributed()
+    cli.initialize_distributed()
     gin_utils.import_modules(FLAGS.module_import)
     gin_utils.parse(gin_files, FLAGS.gin_bindings)
     return evaluate()
 
-  print(evaluation.format_table(gin_utils.run_or_exit(run)))
+  print(evaluation.format_table(cli.run_or_exit(run)))
 
 
 def run():
   """The `freelm-eval` command."""
-  gin_utils.run_cli(main)
+  cli.run_cli(main)
 
 
 if __name__ == '__main__':

@@ -21,11 +21,14 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from freelm_jax import accounting
-from freelm_jax import gin_utils
+import jax
 
-gin_utils.define_flags()
-flags.adopt_module_key_flags(gin_utils)  # --help lists them with the tool's own
+from freelm_jax import cli
+from freelm_jax.core import accounting
+from freelm_jax.training import runner
+
+cli.define_flags()
+flags.adopt_module_key_flags(cli)  # --help lists them with the tool's own
 flags.DEFINE_integer('num_devices', 8, 'Virtual devices to plan for.', lower_bound=1)
 flags.DEFINE_float('device_memory_gib', 16.0, 'Memory of one device, for `fits`.',
                    lower_bound=0)
@@ -40,8 +43,6 @@ SCANNED_FLOPS_NOTE = (
 
 def abstract_batches(data, sharding) -> dict:
   """ShapeDtypeStructs of one global batch per stream (input_pipeline's layout)."""
-  # lazy: main sets JAX_PLATFORMS and XLA_FLAGS (virtual devices) before JAX loads
-  import jax  # pylint: disable=g-import-not-at-top
   spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, np.dtype(dtype), sharding=sharding)
   lm = (data.lm_batch_size, data.lm_seq_len)
   teacher = (data.teacher_batch_size,)
@@ -73,11 +74,7 @@ def compiled_flops(compiled):
 
 def plan() -> dict:
   """Builds the trainer from the parsed gin config and compiles the schedule's steps."""
-  # lazy: main sets JAX_PLATFORMS and XLA_FLAGS (virtual devices) before JAX loads
-  # pylint: disable=g-import-not-at-top
-  import jax
-  from freelm_jax import train_lib
-  model_config, data, trainer, schedule = train_lib.trainer_without_data(
+  model_config, data, trainer, schedule = runner.trainer_without_data(
       FLAGS.gin_file, FLAGS.gin_bindings)
   state = trainer.abstract_state()
   count = lambda tree: int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
@@ -105,8 +102,6 @@ def plan() -> dict:
 def plan_step(trainer, state, objective: str, batch: dict, seq_len: int, model_config,
               decoder_params: int) -> dict:
   """Memory and FLOPs of `objective`'s step compiled for an abstract batch."""
-  # lazy: main sets JAX_PLATFORMS and XLA_FLAGS (virtual devices) before JAX loads
-  import jax  # pylint: disable=g-import-not-at-top
   compiled = trainer.compile_step(objective, state, batch)
   tokens = batch['tokens'].shape[0] * seq_len
   flops = compiled_flops(compiled)
@@ -124,19 +119,19 @@ def plan_step(trainer, state, objective: str, batch: dict, seq_len: int, model_c
 
 def main(argv):
   del argv
-  # Before JAX is imported: virtual CPU devices. LLVM optimisation level 0
-  # compiles faster and changes neither buffer assignment nor HLO FLOPs.
-  os.environ['JAX_PLATFORMS'] = 'cpu'
+  # Before JAX starts its backend: virtual CPU devices. LLVM optimisation level
+  # 0 compiles faster and changes neither buffer assignment nor HLO FLOPs.
+  jax.config.update('jax_platforms', 'cpu')
   os.environ['XLA_FLAGS'] = ' '.join([
       os.environ.get('XLA_FLAGS', ''), '--xla_backend_optimization_level=0',
       f'--xla_force_host_platform_device_count={FLAGS.num_devices}'])
-  result = gin_utils.run_or_exit(plan)
+  result = cli.run_or_exit(plan)
   print(json.dumps(result, indent=2))
 
 
 def run():
   """The `freelm-plan` command."""
-  app.run(main, argv=gin_utils.rewrite_gin_args(sys.argv))
+  app.run(main, argv=cli.rewrite_gin_args(sys.argv))
 
 
 if __name__ == '__main__':

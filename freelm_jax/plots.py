@@ -11,7 +11,7 @@ step: held-out teacher accuracy (mean over the trained tasks' validation
 splits, and over the held-out tasks where there are any: tasks never trained
 on, `trained: false` in the eval rows) and the language stream's validation
 loss, from the `kind: "eval"` rows of each model_dir's metrics
-(`freelm_jax.metrics.read`). Evaluations every EVAL_EVERY steps give the
+(`freelm_jax.training.metrics.read`). Evaluations every EVAL_EVERY steps give the
 curves their points; a run evaluated only at the end gets one point. At a step
 only some runs of a group evaluated, the mean and band are over those.
 """
@@ -26,7 +26,8 @@ from absl import flags
 import matplotlib
 from matplotlib import pyplot as plt
 
-from freelm_jax import errors
+from freelm_jax.common import errors
+from freelm_jax.training import metrics
 
 PANELS = (('trained', 'accuracy, trained tasks (validation mean)'),
           ('held_out', 'accuracy, held-out tasks (mean)'),
@@ -154,8 +155,6 @@ def parse_groups(args: Sequence[str]) -> dict[str, list[str]]:
 
 def draw_groups(groups: Mapping[str, Sequence[str]], output: str) -> str:
   """`draw` for groups of model_dirs (label -> model_dirs)."""
-  # lazy: metrics imports clu, hence TensorFlow, which compare imports quietly first
-  from freelm_jax import metrics  # pylint: disable=g-import-not-at-top
   return draw({label: [metrics.read(d) for d in dirs] for label, dirs in groups.items()},
               output)
 

@@ -19,9 +19,10 @@ from absl import app
 from absl import flags
 import tqdm
 
-from freelm_jax import errors
-from freelm_jax import gin_utils
-from freelm_jax import jsonl
+from freelm_jax import cli
+from freelm_jax.common import errors
+from freelm_jax.common import jsonl
+from freelm_jax.inference import predictor as predictor_lib
 
 flags.DEFINE_string('model', None, 'A model_dir, HF GPT-2 or FreeLM directory.',
                     required=True)
@@ -86,9 +87,7 @@ def write_rows(rows: list[dict], path) -> None:
 
 def main(argv):
   del argv
-  gin_utils.quiet_library_logs()
-  # lazy: JAX loads after quiet_library_logs() has quieted its C++ logging
-  from freelm_jax import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
+  cli.quiet_library_logs()
   with errors.exit_on(ValueError, OSError):  # CheckpointError is a ValueError
     rows = read_examples(FLAGS.input)
     predictor = predictor_lib.Predictor.from_pretrained(

@@ -12,10 +12,10 @@ TensorFlow is hidden from accelerators here: the input pipeline runs on the
 host and must never take the accelerator's memory.
 """
 
-from freelm_jax import console
+from freelm_jax.common import console
 
 # TensorFlow's C++ start-up lines (CUDA probing) stay off the console of every
-# command that imports the tasks, `python -m tasks.build_glue` included.
+# command that imports the tasks, `python -m freelm_jax.build_glue` included.
 console.import_tensorflow_quietly()
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -32,7 +32,7 @@ def _convert_only_what_needs_autograph() -> None:
   written in TensorFlow ops, except seqio's packing loop (`seqio.utils`), so
   only that module and the user's own functions are converted. Where this
   TensorFlow lacks the (internal) rules table, everything is converted as before."""
-  try:
+  try:  # optional: an internal module, absent from some TensorFlow versions
     from tensorflow.python.autograph.core import config  # pylint: disable=g-direct-tensorflow-import
     config.CONVERSION_RULES = (
         config.Convert('seqio.utils'), config.DoNotConvert('seqio'),

@@ -1,6 +1,6 @@
 r"""Builds GLUE_DIR: GLUE's train and validation splits as JSONL, and the paper's 1k samples.
 
-  python -m tasks.build_glue [--glue_dir=~/.cache/freelm_jax/glue]
+  python -m freelm_jax.build_glue [--glue_dir=~/.cache/freelm_jax/glue]
       [--tfds_data_dir=DIR | --glue_files=DIR] [--tasks=sst2,cola,...] [--overwrite]
 
 Writes `<task>.<split>.jsonl` for `train` and `validation` (MNLI's two
@@ -31,15 +31,11 @@ import json
 import os
 from typing import Callable, Iterator, Optional, Protocol, Sequence
 
-from absl import app
-from absl import flags
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from freelm_jax import console
-from freelm_jax import errors
-from freelm_jax import gin_utils
+from freelm_jax.common import errors
 from tasks import glue
 from tasks import sources
 from tasks import vocabulary as vocabulary_lib
@@ -323,35 +319,3 @@ def build(glue_dir: str, source: Source, task_names: Sequence[str] = TASKS,
       written[path] = len(out)
       log(f'wrote {path}: {len(out)} rows')
   return written
-
-
-def _define_flags() -> None:
-  """The CLI's flags; defined by `run` only, so importing this module defines none."""
-  flags.DEFINE_string('glue_dir', glue.DEFAULT_GLUE_DIR, 'Where the JSONL files go (GLUE_DIR).')
-  flags.DEFINE_string('tfds_data_dir', None,
-                      'TFDS data_dir with glue/* prepared (default: $TFDS_DATA_DIR or '
-                      '~/tensorflow_datasets).')
-  flags.DEFINE_string('glue_files', None,
-                      "Read GLUE's own files instead of TFDS: the directory its download "
-                      'script writes (SST-2/, CoLA/, MNLI/, ...).')
-  flags.DEFINE_list('tasks', list(TASKS), 'GLUE tasks to build.')
-  flags.DEFINE_boolean('overwrite', False, 'Rebuild files that exist.')
-
-
-def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  f = flags.FLAGS
-  source = GlueFilesSource(f.glue_files) if f.glue_files else TfdsSource(f.tfds_data_dir)
-  gin_utils.run_or_exit(lambda: build(f.glue_dir, source, f.tasks, f.overwrite))
-
-
-def run() -> None:
-  """The `freelm-build-glue` command (`python -m tasks.build_glue`)."""
-  console.quiet_console()
-  _define_flags()
-  gin_utils.run_cli(main)
-
-
-if __name__ == '__main__':
-  run()

@@ -10,7 +10,7 @@ import inspect
 
 import gin
 
-from freelm_jax import gin_utils
+from freelm_jax.config import gin_utils
 from tasks import glue
 from tasks import language
 from tasks import propositions

@@ -8,7 +8,7 @@ Registered names (`prefix` + task):
     the split name `validation`.)
   local (`register_local`): `glue_local_<task>` for every `<task>.<split>.jsonl`
     in a directory (TFDS field names; `DEFAULT_GLUE_DIR`, written by
-    `python -m tasks.build_glue`); each file's `<split>` becomes a split, and
+    `python -m freelm_jax.build_glue`); each file's `<split>` becomes a split, and
     `train_split` names the file split that serves as `train`.
   mixtures: `<prefix>train`, the tasks with a train split, examples-proportional
     with a cap (T5 style; `DEFAULT_CAP`).
@@ -35,7 +35,7 @@ from typing import Optional, Sequence
 
 import seqio
 
-from freelm_jax import errors
+from freelm_jax.common import errors
 from tasks import propositions
 from tasks import sources
 from tasks import vocabulary as vocabulary_lib
@@ -182,7 +182,7 @@ def build_command(glue_dir: str) -> str:
   """The command that writes the local twin's files into `glue_dir`."""
   default = os.path.expanduser(DEFAULT_GLUE_DIR)
   flag = '' if os.path.expanduser(glue_dir) == default else f' --glue_dir={glue_dir}'
-  return f'python -m tasks.build_glue{flag}'
+  return f'python -m freelm_jax.build_glue{flag}'
 
 
 def _missing(glue_dir: str, what: str) -> sources.DataError:

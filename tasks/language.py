@@ -11,7 +11,7 @@ from typing import Mapping, Optional, Union
 import seqio
 import tensorflow as tf
 
-from freelm_jax import errors
+from freelm_jax.common import errors
 from tasks import sources
 from tasks import vocabulary as vocabulary_lib
 

@@ -17,8 +17,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from freelm_jax import errors
-from freelm_jax import jsonl
+from freelm_jax.common import errors
+from freelm_jax.common import jsonl
 
 SplitPaths = Mapping[str, Union[str, Sequence[str]]]
 DataError = errors.DataError  # bad input data; the message names the file and line

@@ -2,12 +2,12 @@
 
 The tokenizer and FreeLM's special tokens (`<|endoftext|>`, `[sep]`, `[cls]`,
 `[pad]`: present ones keep their id, missing ones are appended) come from
-`freelm_jax.tokenizer`; this module wraps them as a seqio vocabulary.
+`freelm_jax.inference.tokenizer`; this module wraps them as a seqio vocabulary.
 
 Padding: seqio's feature converters pad with id 0 and derive loss weights
 from `ids != 0`, i.e. they assume `pad_id == 0` (see `seqio_pad_compatible`).
 That holds for the demo vocab but not for GPT-2, whose id 0 is "!" and whose
-`[pad]` is 50259. Ids are never remapped here; `freelm_jax.input_pipeline`
+`[pad]` is 50259. Ids are never remapped here; `freelm_jax.data.input_pipeline`
 shifts ids by one around seqio's packing so "!" is trained on and padding
 (written as `[pad]`) is not, and teacher batches carry explicit lengths.
 
@@ -26,8 +26,8 @@ import seqio
 import tensorflow as tf
 import tokenizers
 
-from freelm_jax import resources
-from freelm_jax import tokenizer as tokenizer_lib
+from freelm_jax.common import resources
+from freelm_jax.inference import tokenizer as tokenizer_lib
 
 _LOAD_LOCK = threading.Lock()
 
@@ -86,7 +86,7 @@ class BPEVocabulary(seqio.Vocabulary):
     self._special_ids = tokenizer_lib.add_special_tokens(tok)
     if self._special_ids[tokenizer_lib.PAD_TOKEN] != seqio.vocabularies.PAD_ID:
       logging.info(
-          "BPEVocabulary(%s): pad_id=%d, not seqio's %d; freelm_jax.input_pipeline "
+          "BPEVocabulary(%s): pad_id=%d, not seqio's %d; freelm_jax.data.input_pipeline "
           "shifts ids around seqio's packing, other seqio converters would treat "
           "id %d as padding.", self._vocab_file, self._special_ids[tokenizer_lib.PAD_TOKEN],
           seqio.vocabularies.PAD_ID, seqio.vocabularies.PAD_ID)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from freelm_jax import baselines
+from freelm_jax.training import baselines
 
 
 def test_shortcut_baseline_uses_prior_and_overlap():

@@ -10,7 +10,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNNER = '''
 import sys
 from absl import app
-from freelm_jax import bench, gin_utils
+from freelm_jax import bench
+from freelm_jax import cli
+from freelm_jax.config import gin_utils
 try:
   app.run(bench.main, argv=gin_utils.rewrite_gin_args(sys.argv))
 except SystemExit as e:
@@ -78,9 +80,10 @@ def test_gpu_script_dry_run_writes_labelled_rows_of_each_variant(tmp_path):
 GIN_READER = '''
 import json, sys
 sys.modules['tasks'] = None
-from freelm_jax import gin_utils, train_lib
+from freelm_jax.config import gin_utils, settings
+from freelm_jax.training import runner
 gin_utils.parse(['gin/bench/freelm_0.3b_h100.gin'], [], skip_failed_imports=True)
-model, data, lm = train_lib.ModelConfig(), train_lib.DataConfig(), train_lib.LanguageObjective()
+model, data, lm = settings.ModelConfig(), settings.DataConfig(), settings.LanguageObjective()
 print(json.dumps([model.dtype, model.attention_impl, model.padded_vocab_size, model.num_layers,
                   data.lm_batch_size, data.lm_seq_len, lm.logits_chunk]))
 '''

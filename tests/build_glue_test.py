@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from freelm_jax import gin_utils
+from freelm_jax import cli
 from tasks import build_glue
 from tasks import glue
 from tasks import sources
@@ -209,7 +209,7 @@ def test_unprepared_tfds_is_one_line_with_the_build_command(tmp_path):
 
 def test_the_cli_exits_with_the_error_line(tmp_path):
   with pytest.raises(SystemExit) as exit_:  # what `main` does with a user's error
-    gin_utils.run_or_exit(lambda: build_glue.build(
+    cli.run_or_exit(lambda: build_glue.build(
         str(tmp_path / 'out'), build_glue.TfdsSource(str(tmp_path)), ['sst2']))
   assert str(exit_.value.code).startswith('error: TFDS dataset glue/sst2:2.0.0 is not prepared')
 
@@ -228,9 +228,9 @@ def test_local_twin_without_its_files_names_them_and_the_build_command(tmp_path)
       glue.local_eval_tasks(str(tmp_path), split=split, prefix='nothing_')
     message = str(error.value)
     assert '\n' not in message and expected in message
-    assert f'`python -m tasks.build_glue --glue_dir={tmp_path}`' in message
+    assert f'`python -m freelm_jax.build_glue --glue_dir={tmp_path}`' in message
     (tmp_path / 'sst2.validation.jsonl').write_text('{}\n')  # the next split's turn
-  assert glue.build_command(glue.DEFAULT_GLUE_DIR) == 'python -m tasks.build_glue'
+  assert glue.build_command(glue.DEFAULT_GLUE_DIR) == 'python -m freelm_jax.build_glue'
 
 
 def test_shipped_paper1k_ids_are_the_authors_samples():

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from freelm_jax import metrics as metrics_lib
+from freelm_jax.training import metrics as metrics_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [

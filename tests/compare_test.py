@@ -12,10 +12,11 @@ from matplotlib import image
 import pytest
 
 from freelm_jax import compare
-from freelm_jax import errors
-from freelm_jax import gin_utils
 from freelm_jax import plots
-from freelm_jax import train_lib
+from freelm_jax.common import errors
+from freelm_jax.config import gin_utils
+from freelm_jax.config import settings
+from freelm_jax.training import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -181,7 +182,7 @@ def test_eval_every_defaults_to_a_fifth_of_the_steps():
 def test_compare_trains_each_schedule_and_seed_then_writes_table_json_and_curves(tmp_path):
   gin.clear_config(clear_constants=True)
   gin_utils.parse(['gin/base.gin'], [])
-  eval_tasks = list(train_lib.DataConfig().eval_tasks)
+  eval_tasks = list(settings.DataConfig().eval_tasks)
   gin.clear_config(clear_constants=True)
   two_tasks = f'train_lib.DataConfig.eval_tasks = {[eval_tasks[0], eval_tasks[-1]]!r}'
   bindings = TINY + ['TRAIN_STEPS = 2', 'EVAL_EVERY = 2', two_tasks]

@@ -61,7 +61,7 @@ python -m freelm_jax.train --gin_file=gin/no_such_layer.gin
 python -m freelm_jax.train --gin_file=gin/base.gin \\
     --gin.TRAIN_STEPZ=3
 python -m freelm_jax.plan --gin_file=gin/base.gin --gin_bindings="train_lib.train.no_such=1"
-python -m freelm_jax.bench_input --no_such_option=1
+python -m freelm_jax.data.bench_input --no_such_option=1
 python -m freelm_jax.eval --model_dir=runs/opinions --gin.GLUE_TRAIN_SPLIT="'train'"
 python -m freelm_jax.train --gin_file=gin/base.gin --module_import=no_such_module
 python -m freelm_jax.eval --model_dir=DIR --tasks=opinions_party,no_such_task
@@ -79,7 +79,7 @@ python -m freelm_jax.train --gin_file=gin/base.gin --gin_file=gin/data/glue_loca
     --model_dir=runs/glue
 python -m freelm_jax.eval --model_dir=runs/glue --gin.GLUE_TRAIN_SPLIT="'train'" \\
     --tasks=opinions_party
-python -m freelm_jax.bench_input --seconds=1 && python -m tasks.opinions
+python -m freelm_jax.data.bench_input --seconds=1 && python -m tasks.opinions
 ```
 
 Inline: `--gin.GLUE_VOCAB_DIR=None --gin.VOCAB_SIZE=8192`, `--gin.LEARNING_RATE`.
@@ -203,9 +203,9 @@ def gin_problem(files, bindings, modules, names=(), tasks=(),
   mixture that does not exist; None if they are fine."""
   # pylint: disable=g-import-not-at-top
   import gin
-  from freelm_jax import gin_utils
+  from freelm_jax.config import gin_utils
   # What the train and eval commands import before they parse (their configurables).
-  from freelm_jax import evaluation, train_lib  # pylint: disable=unused-import
+  from freelm_jax.training import evaluation, runner  # pylint: disable=unused-import
   gin.clear_config(clear_constants=True)
   try:
     gin_utils.import_modules(modules)
@@ -366,7 +366,7 @@ def test_commands_are_read_as_the_shell_reads_them(monkeypatch):
   text = """```bash
 python -m freelm_jax.eval --model_dir=DIR [--tasks=a,b] \\
     --gin.X="'y'"  # a comment [--split=S]
-freelm-train --gin_file=gin/base.gin && python -m tasks.build_glue --out=d
+freelm-train --gin_file=gin/base.gin && python -m freelm_jax.build_glue --out=d
 ```
 See `python -m freelm_jax.plots runs/a
 runs/b --output=c.png`; `pre-freelm-train` is no command.

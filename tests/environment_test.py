@@ -18,8 +18,8 @@ def test_no_nightly_twin_of_seqio_or_tfds_is_installed(nightly):
 
 
 def test_model_and_train_step_import_without_tensorflow_or_seqio():
-  code = ('import sys; import freelm_jax.network, freelm_jax.models, freelm_jax.trainer, '
-          'freelm_jax.partitioning; '
+  code = ('import sys; import freelm_jax.core.network, freelm_jax.core.objectives, freelm_jax.core.trainer, '
+          'freelm_jax.core.partitioning; '
           'print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "seqio")))')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                        check=True).stdout.strip()

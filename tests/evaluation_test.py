@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import tasks
-from freelm_jax import errors
-from freelm_jax import evaluation
-from freelm_jax import input_pipeline
+from freelm_jax.common import errors
+from freelm_jax.data import input_pipeline
+from freelm_jax.training import evaluation
 from tasks import vocabulary
 
 VOCAB = vocabulary.demo_vocabulary()

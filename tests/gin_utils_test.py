@@ -8,7 +8,7 @@ import sys
 import gin
 import pytest
 
-from freelm_jax import gin_utils
+from freelm_jax.config import gin_utils
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(REPO, 'gin', 'base.gin')
@@ -61,7 +61,7 @@ PARSE_WITHOUT_TASKS = '''
 import sys
 sys.modules['tasks'] = None
 import gin
-from freelm_jax import gin_utils
+from freelm_jax.config import gin_utils
 for files in (['gin/base.gin'], ['gin/paper.gin'], ['gin/rehearsal/paper_cpu.gin'],
               ['gin/base.gin', 'gin/data/glue_local.gin']):
   gin.clear_config(clear_constants=True)

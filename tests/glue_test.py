@@ -15,8 +15,8 @@ import tensorflow_datasets as tfds
 import tokenizers
 
 import tasks
-from freelm_jax import evaluation
-from freelm_jax import input_pipeline
+from freelm_jax.data import input_pipeline
+from freelm_jax.training import evaluation
 from tasks import glue
 from tasks import sources
 from tasks import vocabulary
@@ -284,16 +284,17 @@ def test_paper_recipe_parses_and_registers_its_tasks(gpt2_format_vocab):
   code = f'''
 import json
 import seqio
-from freelm_jax import gin_utils, train_lib
+from freelm_jax.config import gin_utils
+from freelm_jax.config import settings
 gin_utils.parse(['gin/paper.gin'], ["GPT2_VOCAB_DIR = '{gpt2_format_vocab}'",
                                     "INIT_FROM = '/models/gpt2-medium'"])
-data = train_lib.DataConfig()
+data = settings.DataConfig()
 mixture = seqio.get_mixture_or_task(data.teacher_mixture)
 lm = seqio.get_mixture_or_task(data.lm_task)
 print(json.dumps(dict(lm=lm.source.tfds_dataset.name, mixture=sorted(t.name for t in mixture.tasks),
                       eval=list(data.eval_tasks), seq=data.lm_seq_len,
                       vocab=lm.output_features['targets'].vocabulary.vocab_size,
-                      layers=train_lib.ModelConfig().num_layers)))
+                      layers=settings.ModelConfig().num_layers)))
 '''
   result = _cli('-c', code)
   assert result.returncode == 0, result.stderr[-2000:]

@@ -18,15 +18,15 @@ torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from freelm_jax import checkpoints
-from freelm_jax import errors
-from freelm_jax import hf_format
-from freelm_jax import interop
-from freelm_jax import models
-from freelm_jax import network
-from freelm_jax import partitioning
 from freelm_jax import Predictor
-from freelm_jax import trainer as trainer_lib
+from freelm_jax.common import errors
+from freelm_jax.core import checkpoints
+from freelm_jax.core import network
+from freelm_jax.core import objectives
+from freelm_jax.core import partitioning
+from freelm_jax.core import trainer as trainer_lib
+from freelm_jax.interop import hf_format
+from freelm_jax.interop import weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_VOCAB = os.path.join(REPO, 'tasks', 'data', 'opinions')
@@ -130,14 +130,14 @@ def test_freelm_layout_matches_the_torch_reference(freelm_layout):
 def test_export_is_a_gpt2_that_transformers_loads_and_import_round_trips(
     freelm_layout, tmp_path):
   _, path, _ = freelm_layout
-  checkpoint = interop.load(path)
+  checkpoint = weights.load(path)
   exported = str(tmp_path / 'exported')
   hf_format.save_hf(exported, checkpoint.params, checkpoint.config)
   reloaded = transformers.GPT2LMHeadModel.from_pretrained(exported).eval()
   tokens = random_tokens(2)
   np.testing.assert_allclose(torch_logits(reloaded, tokens),
                              Predictor.from_pretrained(path).logits(tokens), atol=1e-4, rtol=0)
-  again = interop.load(exported)
+  again = weights.load(exported)
   assert again.config == checkpoint.config and again.has_teacher_head
   assert again.config.head_reading == 'official'  # kept in config.json
   import jax  # pylint: disable=g-import-not-at-top
@@ -156,7 +156,7 @@ def test_our_exports_record_their_head_reading(tmp_path):
   for reading in network.HEAD_READINGS:
     path = str(tmp_path / reading)
     hf_format.save_hf(path, params, dataclasses.replace(config, head_reading=reading))
-    assert interop.load(path).config.head_reading == reading
+    assert weights.load(path).config.head_reading == reading
   with open(os.path.join(path, 'config.json')) as f:
     hf = json.load(f)
   with pytest.raises(errors.CheckpointError, match='freelm_jax_head_reading'):
@@ -169,9 +169,10 @@ def test_official_checkpoint_as_a_model_dir_is_scored_over_head_0s_row(freelm_la
   import gin  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from freelm_jax import convert  # pylint: disable=g-import-not-at-top
-  from freelm_jax import train_lib  # pylint: disable=g-import-not-at-top
+  from freelm_jax.config import settings  # pylint: disable=g-import-not-at-top
+  from freelm_jax.training import runner
   _, path, truth_probability = freelm_layout
-  checkpoint = interop.load(path)
+  checkpoint = weights.load(path)
   model_dir = str(tmp_path / 'model_dir')
   convert.write_model_dir(model_dir, checkpoint, checkpoint.config, 0, path)
   tokens, lengths = random_tokens(4, (4, 11)), np.array([11, 6, 2, 9], np.int32)
@@ -181,13 +182,13 @@ def test_official_checkpoint_as_a_model_dir_is_scored_over_head_0s_row(freelm_la
   gin.clear_config(clear_constants=True)
   try:
     gin.parse_config_file(os.path.join(model_dir, 'config.gin'))
-    config = train_lib.ModelConfig()
+    config = settings.ModelConfig()
   finally:
     gin.clear_config(clear_constants=True)
   assert config.head_reading == 'official'
   optimizer, schedule = trainer_lib.create_optimizer(1e-3, 10)
   trainer = trainer_lib.Trainer(network.FreeLM(config), optimizer, schedule,
-                                {'teacher': models.TeacherObjective()},
+                                {'teacher': objectives.TeacherObjective()},
                                 partitioning.create_mesh(1, 1, 1, devices=jax.devices()[:1]))
   np.testing.assert_allclose(trainer.score(predictor.params, tokens, lengths), expected,
                              atol=1e-4)
@@ -229,18 +230,18 @@ def test_convert_cli_imports_gpt2_into_a_model_dir_training_can_resume(hf_gpt2, 
 def make_trainer(config: network.ModelConfig) -> trainer_lib.Trainer:
   optimizer, schedule = trainer_lib.create_optimizer(1e-3, 10)
   return trainer_lib.Trainer(network.FreeLM(config), optimizer, schedule,
-                             {'lm': models.LanguageObjective()},
+                             {'lm': objectives.LanguageObjective()},
                              partitioning.create_mesh(-1, 1, 1))
 
 
 def test_init_from_starts_a_new_run_from_gpt2_weights(hf_gpt2, tmp_path):
-  from freelm_jax import train_lib  # pylint: disable=g-import-not-at-top
   model, path = hf_gpt2
   config = network.ModelConfig(vocab_size=VOCAB + 3, num_layers=2, d_model=D_MODEL,
                                num_heads=4, max_len=16, head_labels=(2, 5))
   trainer = make_trainer(config)
   manager = checkpoints.create_manager(str(tmp_path / 'run'), 1)
-  state, facts = train_lib.restore_or_init(trainer, manager, 0, init_from=path)
+  from freelm_jax.training import lifecycle  # pylint: disable=g-import-not-at-top
+  state, facts = lifecycle.restore_or_init(trainer, manager, 0, init_from=path)
   assert facts == {} and int(state.step) == 0
   wte = np.asarray(state.params['wte']['embedding'])
   np.testing.assert_array_equal(wte[:VOCAB], model.transformer.wte.weight.detach().numpy())

@@ -5,10 +5,11 @@ import math
 import gin
 import numpy as np
 
-from freelm_jax import evaluation
-from freelm_jax import gin_utils
-from freelm_jax import metrics as metrics_lib
-from freelm_jax import train_lib
+from freelm_jax.config import gin_utils
+from freelm_jax.config import settings
+from freelm_jax.training import evaluation
+from freelm_jax.training import metrics as metrics_lib
+from freelm_jax.training import runner
 
 # A tiny model and few examples, whatever tasks gin/base.gin's data layer names.
 TINY = [
@@ -25,9 +26,9 @@ def test_lm_loss_at_every_evaluation(tmp_path):
   gin.clear_config(clear_constants=True)
   gin_utils.parse(['gin/base.gin'], TINY + [
       'TRAIN_STEPS = 4', 'EVAL_EVERY = 2', f'MODEL_DIR = {str(model_dir)!r}'])
-  data = train_lib.DataConfig()
+  data = settings.DataConfig()
   try:
-    final = train_lib.train()
+    final = runner.train()
   finally:
     gin.clear_config(clear_constants=True)
   rows = [r for r in metrics_lib.read(model_dir) if r['kind'] == 'eval' and 'lm_loss' in r]

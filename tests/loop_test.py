@@ -12,10 +12,10 @@ import types
 import numpy as np
 import pytest
 
-from freelm_jax import checkpoints
-from freelm_jax import errors
-from freelm_jax import loop
-from freelm_jax import schedules
+from freelm_jax.common import errors
+from freelm_jax.core import checkpoints
+from freelm_jax.core import schedules
+from freelm_jax.training import loop
 
 PARITY = schedules.get('parity')  # step index 0 trains 'lm', 1 'teacher', ...
 
@@ -208,7 +208,7 @@ def test_checkpoints_on_the_cadence_and_the_last_step_with_the_batches_consumed(
 
 def test_orbax_checkpointer_saves_a_new_run_on_its_cadence_and_the_last_step(tmp_path):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from freelm_jax import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+  from freelm_jax.core import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
 
   class ArrayTrainer(Trainer):
     def train_step(self, state, batch, objective):

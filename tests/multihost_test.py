@@ -72,7 +72,7 @@ def _fake_mesh(shape, owner):
 
 
 def test_each_process_feeds_its_block_of_rows():
-  from freelm_jax import partitioning  # pylint: disable=g-import-not-at-top
+  from freelm_jax.core import partitioning  # pylint: disable=g-import-not-at-top
   mesh = _fake_mesh((2, 2, 2), lambda i: i // 4)  # 2 processes x 4 devices
   assert [partitioning.process_data_shard(mesh, p) for p in (0, 1)] == [(0, 2), (1, 2)]
   # Tensor parallelism across the processes: both hold every row, read the same shard.
@@ -83,14 +83,14 @@ def test_each_process_feeds_its_block_of_rows():
 
 
 def test_interleaved_rows_are_refused():
-  from freelm_jax import partitioning  # pylint: disable=g-import-not-at-top
+  from freelm_jax.core import partitioning  # pylint: disable=g-import-not-at-top
   mesh = _fake_mesh((4, 1, 1), lambda i: i % 2)
   with pytest.raises(ValueError, match=r'contiguous'):
     partitioning.process_data_shard(mesh, 0)
 
 
 def test_multi_slice_data_axis_spans_the_slices():
-  from freelm_jax import partitioning  # pylint: disable=g-import-not-at-top
+  from freelm_jax.core import partitioning  # pylint: disable=g-import-not-at-top
   devices = [types.SimpleNamespace(id=i, slice_index=i // 4, process_index=i // 2,
                                    platform='cpu', device_kind='cpu') for i in range(8)]
   grid = partitioning.device_grid((4, 2, 1), devices)
@@ -105,7 +105,7 @@ def test_multi_slice_data_axis_spans_the_slices():
 
 def test_mesh_and_batch_errors_name_the_numbers():
   import jax  # pylint: disable=g-import-not-at-top
-  from freelm_jax import partitioning  # pylint: disable=g-import-not-at-top
+  from freelm_jax.core import partitioning  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match=r'data=3 x fsdp=1 x tensor=1 = 3 devices, but 8'):
     partitioning.create_mesh(3, 1, 1)
   with pytest.raises(ValueError, match=r'3 does not divide the 8 devices'):
@@ -216,19 +216,19 @@ def _worker():
   flags.DEFINE_string('mesh', '1,1,1', 'data,fsdp,tensor')
   flags.DEFINE_string('save_dir', '', 'Checkpoint directory to write at step 3.')
   flags.DEFINE_string('restore_dir', '', 'Checkpoint directory to resume from.')
-  from freelm_jax import gin_utils
-  gin_utils.define_flags()
+  from freelm_jax import cli
+  cli.define_flags()
   flags.FLAGS(sys.argv)
-  gin_utils.initialize_distributed()
+  cli.initialize_distributed()
   import jax
-  from freelm_jax import checkpoints, models, network, partitioning, trainer as trainer_lib
+  from freelm_jax.core import checkpoints, network, objectives, partitioning, trainer as trainer_lib
   f = flags.FLAGS
   optimizer, schedule = trainer_lib.create_optimizer(1e-2, 30, warmup_steps=2)
   trainer = trainer_lib.Trainer(
       network.FreeLM(network.ModelConfig(vocab_size=64, num_layers=2, d_model=32, num_heads=4,
                                          max_len=16, head_labels=(2, 4))),
       optimizer, schedule,
-      {'lm': models.LanguageObjective(), 'teacher': models.TeacherObjective()},
+      {'lm': objectives.LanguageObjective(), 'teacher': objectives.TeacherObjective()},
       partitioning.create_mesh(*map(int, f.mesh.split(','))))
   results = {}
   if f.save_dir:
@@ -247,7 +247,7 @@ def _train_steps(trainer, state, save_dir: str = '') -> dict:
   """Steps state.step..5 (saving step 3 to `save_dir`): losses, final param norms."""
   # pylint: disable=g-import-not-at-top
   import jax
-  from freelm_jax import checkpoints, partitioning, schedules
+  from freelm_jax.core import checkpoints, partitioning, schedules
   losses = []
   for step in range(int(state.step), 6):
     objective = schedules.Parity().objective(step)

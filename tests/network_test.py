@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from freelm_jax import network
+from freelm_jax.core import network
 
 CONFIG = network.ModelConfig(vocab_size=97, num_layers=2, d_model=32,
                              num_heads=4, max_len=16, head_labels=(2, 5))

@@ -17,10 +17,10 @@ import jax
 import numpy as np
 import pytest
 
-from freelm_jax import models
-from freelm_jax import network
-from freelm_jax import operative_config
-from freelm_jax import packing
+from freelm_jax.core import network
+from freelm_jax.core import objectives
+from freelm_jax.interop import operative_config
+from freelm_jax.core import packing
 
 torch = pytest.importorskip('torch')
 
@@ -79,7 +79,7 @@ def _reference(batch):
 
 
 def _loss(batch, config=CONFIG) -> float:
-  objective = models.TeacherObjective(task_type_weight=TASK_TYPE_WEIGHT)
+  objective = objectives.TeacherObjective(task_type_weight=TASK_TYPE_WEIGHT)
   loss = jax.jit(lambda params, batch: objective.loss(network.FreeLM(config), params, batch)[0])
   return float(loss(_params(), batch))
 
@@ -98,12 +98,12 @@ def test_official_loss_matches_the_torch_reference_padded_and_packed():
 def test_official_truth_probability_is_head_0s_whole_row():
   batch = _batch(seed=1)
   _, expected = _reference(batch)
-  ours = models.truth_probability(network.FreeLM(CONFIG), _params(), batch['tokens'],
+  ours = objectives.truth_probability(network.FreeLM(CONFIG), _params(), batch['tokens'],
                                   batch['lengths'])
   np.testing.assert_allclose(ours, expected, atol=1e-5, rtol=0)
   hidden = _hidden_at_cls(batch)  # the project's reading: head 0's first two logits
   pair = np.einsum('bd,dn->bn', hidden.astype(np.float64), _params()['head'][0])[:, :2]
-  project = models.truth_probability(network.FreeLM(
+  project = objectives.truth_probability(network.FreeLM(
       dataclasses.replace(CONFIG, head_reading='project')), _params(), batch['tokens'],
                                      batch['lengths'])
   np.testing.assert_allclose(project, 1 / (1 + np.exp(pair[:, 0] - pair[:, 1])), atol=1e-5)
@@ -111,7 +111,8 @@ def test_official_truth_probability_is_head_0s_whole_row():
 
 
 def test_teacher_loss_macro_is_recorded_in_the_model_config(tmp_path):
-  from freelm_jax import train_lib  # pylint: disable=g-import-not-at-top
+  from freelm_jax.config import settings  # pylint: disable=g-import-not-at-top
+  from freelm_jax.training import runner
   gin.clear_config(clear_constants=True)
   try:  # the run layer alone: the model's shape bound here, no data layer
     gin.parse_config_files_and_bindings(['gin/runs/pretrain.gin'], [
@@ -119,7 +120,7 @@ def test_teacher_loss_macro_is_recorded_in_the_model_config(tmp_path):
         'LEARNING_RATE = 1e-3', 'network.ModelConfig.vocab_size = 64',
         'network.ModelConfig.num_layers = 1', 'network.ModelConfig.d_model = 32',
         'network.ModelConfig.num_heads = 4', 'network.ModelConfig.max_len = 16'])
-    assert train_lib.ModelConfig().head_reading == 'official'
+    assert settings.ModelConfig().head_reading == 'official'
     (tmp_path / 'config.gin').write_text(gin.config_str())
   finally:
     gin.clear_config(clear_constants=True)

@@ -15,7 +15,7 @@ import zipfile
 
 import pytest
 
-from freelm_jax import partitioning
+from freelm_jax.core import partitioning
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI_MODULES = ('train', 'eval', 'score', 'convert', 'plan', 'compare', 'plots', 'bench')
@@ -57,7 +57,7 @@ def test_wheel_holds_every_gin_file_the_shipped_data_and_the_commands(wheel):
   assert gin_files <= names and data_files <= names
   for module in CLI_MODULES:
     assert f'freelm-{module} = freelm_jax.{module}:run' in scripts
-  assert 'freelm-build-glue = tasks.build_glue:run' in scripts
+  assert 'freelm-build-glue = freelm_jax.build_glue:run' in scripts
   # The install lines of the README: JAX's GPU and TPU builds come with extras,
   # and torch and transformers only with `interop`.
   extras = {r.split('extra == ')[1].strip('"\'') for r in requires if 'extra ==' in r}
@@ -81,7 +81,9 @@ sys.meta_path.insert(0, NotInstalled())
 site = sys.argv[1]
 import freelm_jax
 assert freelm_jax.__file__.startswith(site), freelm_jax.__file__
-from freelm_jax import gin_utils, hf_format, resources
+from freelm_jax.common import resources
+from freelm_jax.config import gin_utils
+from freelm_jax.interop import hf_format
 for name in ('gin/base.gin', 'base.gin'):
   assert gin_utils._resolve(name).startswith(site)
 gin_utils.parse(['gin/base.gin'], ['TRAIN_STEPS = 4'])

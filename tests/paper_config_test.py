@@ -9,8 +9,9 @@ import sys
 import gin
 import pytest
 
-from freelm_jax import gin_utils
-from freelm_jax import train_lib
+from freelm_jax.config import gin_utils
+from freelm_jax.config import settings
+from freelm_jax.training import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEIGHTS = "INIT_FROM = '/models/gpt2-medium'"
@@ -73,12 +74,12 @@ def test_paper_sets_every_experiment_value_itself_none_equal_to_the_demos():
 
 def test_paper_model_is_gpt2_medium_in_bf16_with_remat():
   _parse(['gin/paper.gin'], [WEIGHTS])
-  model = train_lib.ModelConfig()
+  model = settings.ModelConfig()
   assert (model.num_layers, model.d_model, model.num_heads, model.max_len) == (24, 1024, 16, 1024)
   assert model.dtype == 'bfloat16' and model.remat_policy != 'none'
   # GPT-2's 50257 tokens + [sep] [cls] [pad]; the padded rows are masked.
   assert model.vocab_size == 50257 + 3 and model.padded_vocab_size % 128 == 0
-  data = train_lib.DataConfig()
+  data = settings.DataConfig()
   assert data.lm_seq_len == model.max_len and data.teacher_seq_len <= model.max_len
   assert gin.query_parameter('%INIT_FROM') == '/models/gpt2-medium'
 
@@ -94,7 +95,7 @@ def test_missing_init_from_is_one_line_saying_how_to_get_the_weights():
 
 
 def test_planning_needs_no_weights():
-  model, data, trainer, _ = train_lib.trainer_without_data(['gin/paper.gin'], [])
+  model, data, trainer, _ = runner.trainer_without_data(['gin/paper.gin'], [])
   assert gin.query_parameter('%INIT_FROM') is None
   assert model.num_layers == 24 and data.lm_batch_size == 256
   assert dict(trainer.mesh.shape)['fsdp'] == len(trainer.mesh.devices.flat)
@@ -105,4 +106,4 @@ def test_cpu_rehearsal_layers_on_the_paper_experiment():
   assert 'gin/paper.gin' in parsed and not {'gin/base.gin', 'gin/data/opinions.gin'} & set(
       parsed)
   assert gin.query_parameter('%INIT_FROM') is None  # random weights
-  assert train_lib.ModelConfig().num_layers < 24
+  assert settings.ModelConfig().num_layers < 24

@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from freelm_jax import hf_format
-from freelm_jax import models
-from freelm_jax import network
-from freelm_jax import packing
+from freelm_jax.core import network
+from freelm_jax.core import objectives
+from freelm_jax.core import packing
+from freelm_jax.interop import hf_format
 
 CONFIG = network.ModelConfig(vocab_size=97, num_layers=1, d_model=32,
                              num_heads=4, max_len=32, head_labels=(2, 5))
@@ -104,7 +104,7 @@ def _padded(config=CONFIG, multiple=128):
 def test_padded_vocabulary_gives_the_same_loss_and_gradients():
   module, params, padded_module, padded_params = _padded()
   assert padded_params['wte']['embedding'].shape == (128, CONFIG.d_model)
-  objective, batch = models.LanguageObjective(), _lm_batch()
+  objective, batch = objectives.LanguageObjective(), _lm_batch()
   loss, metrics, grads = _loss_and_grads(objective, module, params, batch)
   p_loss, p_metrics, p_grads = _loss_and_grads(objective, padded_module, padded_params, batch)
   np.testing.assert_allclose(p_loss, loss, rtol=1e-6)
@@ -148,9 +148,9 @@ def test_chunked_cross_entropy_equals_the_whole_one(dtype):
   config = dataclasses.replace(CONFIG, dtype=dtype, vocab_pad_multiple=128)
   module, params = _init(config)
   batch = _lm_batch()
-  loss, metrics, grads = _loss_and_grads(models.LanguageObjective(), module, params, batch)
+  loss, metrics, grads = _loss_and_grads(objectives.LanguageObjective(), module, params, batch)
   c_loss, c_metrics, c_grads = _loss_and_grads(
-      models.LanguageObjective(logits_chunk=4), module, params, batch)
+      objectives.LanguageObjective(logits_chunk=4), module, params, batch)
   np.testing.assert_allclose(c_loss, loss, rtol=1e-6)
   np.testing.assert_allclose(c_metrics['accuracy'], metrics['accuracy'], rtol=1e-6)
   _assert_trees_close(c_grads, grads, atol=1e-6 if dtype == 'float32' else 1e-3)
@@ -159,16 +159,16 @@ def test_chunked_cross_entropy_equals_the_whole_one(dtype):
 def test_chunk_that_does_not_divide_the_sequence_is_refused():
   module, params = _init()
   with pytest.raises(ValueError, match='logits_chunk=5 must divide the sequence length 16'):
-    models.LanguageObjective(logits_chunk=5).loss(module, params, _lm_batch())
+    objectives.LanguageObjective(logits_chunk=5).loss(module, params, _lm_batch())
 
 
 def test_lm_batch_without_segment_ids_is_one_segment_per_row():
   module, params = _init()
   batch = dict(_lm_batch(), segment_ids=np.ones((2, 16), np.int32),
                positions=np.tile(np.arange(16), (2, 1)))
-  loss, _ = models.LanguageObjective().loss(module, params, batch)
+  loss, _ = objectives.LanguageObjective().loss(module, params, batch)
   del batch['segment_ids']
-  np.testing.assert_allclose(models.LanguageObjective().loss(module, params, batch)[0], loss,
+  np.testing.assert_allclose(objectives.LanguageObjective().loss(module, params, batch)[0], loss,
                              rtol=1e-6)
 
 
@@ -213,7 +213,7 @@ def test_packed_teacher_loss_and_gradients_equal_the_unpacked_ones():
   props = _propositions()
   packed, used = packing.pack(props, rows=3, row_len=24, max_per_row=3)
   assert used == 7
-  objective = models.TeacherObjective()
+  objective = objectives.TeacherObjective()
   loss, metrics, grads = _loss_and_grads(objective, module, params, props)
   p_loss, p_metrics, p_grads = _loss_and_grads(objective, module, params, packed)
   for key in ('loss', 'truth_loss', 'task_type_loss', 'accuracy'):

@@ -13,13 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from freelm_jax import errors
-from freelm_jax import hf_format
-from freelm_jax import interop
-from freelm_jax import models
-from freelm_jax import network
-from freelm_jax import operative_config
-from freelm_jax import predictor as predictor_lib
+from freelm_jax.common import errors
+from freelm_jax.core import network
+from freelm_jax.core import objectives
+from freelm_jax.inference import predictor as predictor_lib
+from freelm_jax.inference import tokenizer_files
+from freelm_jax.interop import hf_format
+from freelm_jax.interop import operative_config
+from freelm_jax.interop import weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_VOCAB = os.path.join(REPO, 'tasks', 'data', 'opinions')
@@ -41,7 +42,7 @@ def random_params(config=CONFIG, seed=0):
 
 @pytest.fixture(scope='module')
 def predictor():
-  tokenizer = predictor_lib.load_tokenizer(DEMO_VOCAB)
+  tokenizer = tokenizer_files.load_tokenizer(DEMO_VOCAB)
   return predictor_lib.Predictor(CONFIG, random_params(), tokenizer=tokenizer, batch_size=4)
 
 
@@ -104,7 +105,7 @@ def test_truth_probability_is_read_at_cls_and_ignores_padding(predictor):
     padded[i, :len(row)] = row
   np.testing.assert_allclose(predictor.truth_probability(padded), p, atol=1e-6)
   np.testing.assert_allclose(predictor.truth_probability(padded, lengths=[6, 8]), p, atol=1e-6)
-  direct = models.truth_probability(predictor.module, predictor.params,
+  direct = objectives.truth_probability(predictor.module, predictor.params,
                                     jnp.asarray(padded), jnp.array([6, 8]))
   np.testing.assert_allclose(direct, p, atol=1e-6)
   assert np.all((p > 0) & (p < 1))
@@ -112,7 +113,7 @@ def test_truth_probability_is_read_at_cls_and_ignores_padding(predictor):
 
 def test_tokenizer_matches_the_seqio_vocabulary():
   from tasks import vocabulary  # pylint: disable=g-import-not-at-top
-  ours = predictor_lib.load_tokenizer(DEMO_VOCAB)
+  ours = tokenizer_files.load_tokenizer(DEMO_VOCAB)
   theirs = vocabulary.BPEVocabulary(os.path.join(DEMO_VOCAB, 'vocab.json'),
                                     os.path.join(DEMO_VOCAB, 'merges.txt'))
   text = 'ward: a district[sep]A ward is a kind of district.[cls]'
@@ -142,7 +143,7 @@ def test_long_propositions_are_cut_like_the_training_pipeline(predictor):
 
 
 def test_hf_layout_round_trips_exactly(hf_dir):
-  checkpoint = interop.load(hf_dir)
+  checkpoint = weights.load(hf_dir)
   assert checkpoint.has_teacher_head and checkpoint.config.head_labels == (2, 5)
   original = random_params()
   jax.tree.map(np.testing.assert_array_equal, checkpoint.params, original)
@@ -165,14 +166,14 @@ def test_model_config_is_read_from_an_operative_gin_file(tmp_path):
 
 
 def test_init_from_grows_the_vocabulary_cuts_the_context_and_keeps_a_new_head(hf_dir):
-  checkpoint = interop.load(hf_dir)
+  checkpoint = weights.load(hf_dir)
   checkpoint.has_teacher_head = False  # as for a plain GPT-2
   target_config = dataclasses.replace(CONFIG, vocab_size=8195, max_len=16,
                                       head_labels=(2, 8), scan_layers=False)
   shapes = jax.eval_shape(lambda: nn.meta.unbox(network.FreeLM(target_config).init(
       jax.random.key(0), jnp.zeros((1, 8), jnp.int32), method=network.FreeLM.init_all)))
   target = jax.tree.map(lambda s: np.ones(s.shape, s.dtype), shapes['params'])
-  fitted = interop.fit_checkpoint(checkpoint, target, target_config)
+  fitted = weights.fit_checkpoint(checkpoint, target, target_config)
   jax.tree.map(lambda a, b: np.testing.assert_equal(a.shape, b.shape), fitted, target)
   wte = fitted['wte']['embedding']
   np.testing.assert_array_equal(wte[:8192], checkpoint.params['wte']['embedding'])
@@ -184,7 +185,7 @@ def test_init_from_grows_the_vocabulary_cuts_the_context_and_keeps_a_new_head(hf
                                 checkpoint.params['decoder']['layers']['mlp']['fc']['kernel'][1])
   target['decoder']['ln_f']['scale'] = np.ones(64, np.float32)
   with pytest.raises(errors.CheckpointError, match='ln_f/scale.*shape'):
-    interop.fit_checkpoint(checkpoint, target, target_config)
+    weights.fit_checkpoint(checkpoint, target, target_config)
 
 
 @pytest.mark.parametrize('modules', ['Predictor, score', 'convert'])

@@ -14,11 +14,11 @@ import jax
 import numpy as np
 import pytest
 
-from freelm_jax import checkpoints
-from freelm_jax import gin_utils
-from freelm_jax import metrics as metrics_lib
-from freelm_jax import train_lib
-from freelm_jax import trainer as trainer_lib
+from freelm_jax.config import gin_utils
+from freelm_jax.core import checkpoints
+from freelm_jax.core import trainer as trainer_lib
+from freelm_jax.training import metrics as metrics_lib
+from freelm_jax.training import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -141,7 +141,7 @@ def snapshot_tasks(tmp_path_factory):
                                           ('lm', 'opinions_lm'), ('teacher', 'rel_generator')])
 def test_input_stream_resumes_at_a_batch_from_its_snapshot(
     snapshot_tasks, tmp_path, monkeypatch, stream, name):
-  from freelm_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from freelm_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
   monkeypatch.syspath_prepend(str(snapshot_tasks))
   __import__('rel_tasks')
   restored_counts = []
@@ -170,7 +170,7 @@ def test_input_stream_resumes_at_a_batch_from_its_snapshot(
 def test_input_snapshots_stop_at_what_the_run_reads(tmp_path):
   """A worker runs ahead of the trainer; snapshots past the run's end are not written."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from freelm_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from freelm_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
   snapshots = input_pipeline.IteratorSnapshots.create(str(tmp_path), ('range',), every=2,
                                                        keep=10, until=5)
   ds = tf.data.Dataset.range(100).batch(2)
@@ -259,7 +259,7 @@ def _train(model_dir, *bindings):
   gin.clear_config(clear_constants=True)
   gin_utils.parse(['gin/base.gin'], TINY + [f'MODEL_DIR = {str(model_dir)!r}', *bindings])
   try:
-    return train_lib.train()
+    return runner.train()
   finally:
     gin.clear_config(clear_constants=True)
 
@@ -347,12 +347,12 @@ def test_unwritable_model_dir_is_one_clear_error(tmp_path):
 
 
 def test_out_of_memory_names_the_config_and_the_planning_command():
-  from freelm_jax import models, network, partitioning  # pylint: disable=g-import-not-at-top
+  from freelm_jax.core import network, objectives, partitioning  # pylint: disable=g-import-not-at-top
   optimizer, schedule = trainer_lib.create_optimizer(1e-3, 10)
   config = network.ModelConfig(vocab_size=64, num_layers=1, d_model=32, num_heads=2,
                                max_len=16)
   trainer = trainer_lib.Trainer(
-      network.FreeLM(config), optimizer, schedule, {'lm': models.LanguageObjective()},
+      network.FreeLM(config), optimizer, schedule, {'lm': objectives.LanguageObjective()},
       partitioning.create_mesh(1, 1, 1, devices=jax.devices()[:1]))
 
   def out_of_memory(state, batch):

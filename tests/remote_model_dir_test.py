@@ -21,12 +21,12 @@ import numpy as np
 from orbax.checkpoint._src.path import gcs_utils
 import pytest
 
-from freelm_jax import checkpoints
-from freelm_jax import gin_utils
-from freelm_jax import input_streams
-from freelm_jax import interop
-from freelm_jax import metrics as metrics_lib
-from freelm_jax import train_lib
+from freelm_jax.config import gin_utils
+from freelm_jax.core import checkpoints
+from freelm_jax.interop import weights
+from freelm_jax.training import input_streams
+from freelm_jax.training import metrics as metrics_lib
+from freelm_jax.training import runner
 
 TINY = [
     'network.ModelConfig.num_layers = 1', 'network.ModelConfig.d_model = 32',
@@ -195,7 +195,7 @@ def _train(*bindings):
   gin.clear_config(clear_constants=True)
   gin_utils.parse(['gin/base.gin'], TINY + [f'MODEL_DIR = {RUN!r}', *bindings])
   try:
-    return train_lib.train()
+    return runner.train()
   finally:
     gin.clear_config(clear_constants=True)
 
@@ -216,7 +216,7 @@ def test_train_on_a_gs_model_dir_checkpoints_logs_and_resumes(bucket, monkeypatc
   assert all(np.isfinite(r['loss']) for r in rows)
   assert len(os.listdir(bucket.local(RUN + '/metrics_parts'))) == 2
   assert checkpoints.checkpoint_steps(RUN)[-1] == 6
-  loaded = interop.load(RUN)  # what Predictor.from_pretrained reads
+  loaded = weights.load(RUN)  # what Predictor.from_pretrained reads
   assert loaded.config.d_model == 32
   gin_utils.parse([RUN + '/config.gin'], [])  # what eval.py reads first
   try:

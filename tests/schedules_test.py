@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from freelm_jax import models
-from freelm_jax import network
-from freelm_jax import partitioning
-from freelm_jax import schedules
-from freelm_jax import train_lib
-from freelm_jax import trainer as trainer_lib
+from freelm_jax.core import network
+from freelm_jax.core import objectives as objectives_lib
+from freelm_jax.core import partitioning
+from freelm_jax.core import schedules
+from freelm_jax.core import trainer as trainer_lib
+from freelm_jax.training import runner
 
 CONFIG = network.ModelConfig(vocab_size=64, num_layers=1, d_model=32,
                              num_heads=4, max_len=16, head_labels=(2, 4))
@@ -31,7 +31,7 @@ class PropositionTextObjective:
     tokens = batch['tokens']
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
     weights = (positions < batch['lengths'][:, None] - 1) * batch['weights'][:, None]
-    return models.LanguageObjective().loss(module, params, {
+    return objectives_lib.LanguageObjective().loss(module, params, {
         'tokens': tokens, 'targets': jnp.roll(tokens, -1, axis=1),
         'positions': positions, 'weights': weights})
 
@@ -110,7 +110,7 @@ def _trainer(objectives):
 
 
 def test_a_new_objective_and_schedule_train_through_the_trainer():
-  trainer = _trainer([models.LanguageObjective(), models.TeacherObjective(),
+  trainer = _trainer([objectives_lib.LanguageObjective(), objectives_lib.TeacherObjective(),
                       PropositionTextObjective()])
   schedule = ThreeWay()
   trainer.check_schedule(schedule)
@@ -128,7 +128,7 @@ def test_a_new_objective_and_schedule_train_through_the_trainer():
 
 
 def test_a_schedule_using_an_objective_the_trainer_lacks_is_an_error():
-  trainer = _trainer([models.LanguageObjective(), models.TeacherObjective()])
+  trainer = _trainer([objectives_lib.LanguageObjective(), objectives_lib.TeacherObjective()])
   with pytest.raises(ValueError, match="'proposition_text'.*extra_objectives"):
     trainer.check_schedule(ThreeWay())
 
@@ -140,7 +140,7 @@ def test_a_schedule_using_an_objective_the_trainer_lacks_is_an_error():
 def test_gin_binds_a_new_objective_and_schedule(schedule_binding, monkeypatch):
   monkeypatch.setitem(sys.modules, 'tasks', None)  # restored after the test
   try:
-    _, _, trainer, schedule = train_lib.trainer_without_data(['gin/base.gin'], [
+    _, _, trainer, schedule = runner.trainer_without_data(['gin/base.gin'], [
         'train_lib.train.extra_objectives = [@schedules_test.PropositionTextObjective()]',
         schedule_binding])
   finally:
@@ -153,7 +153,7 @@ def test_gin_binds_a_new_objective_and_schedule(schedule_binding, monkeypatch):
 def test_gin_binds_a_built_in_schedule_instance(monkeypatch):
   monkeypatch.setitem(sys.modules, 'tasks', None)
   try:
-    _, _, _, schedule = train_lib.trainer_without_data(['gin/base.gin'], [
+    _, _, _, schedule = runner.trainer_without_data(['gin/base.gin'], [
         'train_lib.train.objective_schedule = @schedules.LMOnly()'])
   finally:
     gin.clear_config(clear_constants=True)

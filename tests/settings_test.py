@@ -12,10 +12,12 @@ from absl.testing import flagsaver
 import gin
 import pytest
 
-from freelm_jax import checkpoints
-from freelm_jax import errors
-from freelm_jax import gin_utils
-from freelm_jax import train_lib
+from freelm_jax import cli
+from freelm_jax.common import errors
+from freelm_jax.config import gin_utils
+from freelm_jax.config import settings
+from freelm_jax.core import checkpoints
+from freelm_jax.training import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(REPO, 'gin', 'base.gin')
@@ -95,9 +97,9 @@ def no_work(monkeypatch):
 def _train(bindings, model_dir) -> None:
   """What the train CLI runs once its flags are read."""
   gin.clear_config(clear_constants=True)
-  gin_utils.run_or_exit(lambda: (
+  cli.run_or_exit(lambda: (
       gin_utils.parse([BASE], [*bindings, f'MODEL_DIR = {str(model_dir)!r}']),
-      train_lib.train()))
+      runner.train()))
 
 
 @pytest.mark.parametrize('binding, line', [c[:2] for c in CASES], ids=[c[0] for c in CASES])
@@ -115,15 +117,15 @@ def test_a_setting_out_of_range_is_one_line_before_any_work(tmp_path, fresh_gin,
 def test_plan_and_bench_check_the_settings_they_read(monkeypatch, fresh_gin, binding, line):
   monkeypatch.setitem(sys.modules, 'tasks', None)  # as plan does; restored after
   with pytest.raises(SystemExit) as exit_info:
-    gin_utils.run_or_exit(lambda: train_lib.trainer_without_data([BASE], [binding]))
+    cli.run_or_exit(lambda: runner.trainer_without_data([BASE], [binding]))
   assert exit_info.value.code == f'error: {line}'
 
 
 def test_the_name_is_the_macro_the_user_set_through_other_macros(tmp_path, fresh_gin):
   (tmp_path / 'exp.gin').write_text(f"include '{BASE}'\nBATCH = 16\nLM_BATCH_SIZE = %BATCH\n")
   with pytest.raises(SystemExit) as exit_info:
-    gin_utils.run_or_exit(lambda: (
-        gin_utils.parse([str(tmp_path / 'exp.gin')], ['BATCH = 0']), train_lib.DataConfig()))
+    cli.run_or_exit(lambda: (
+        gin_utils.parse([str(tmp_path / 'exp.gin')], ['BATCH = 0']), settings.DataConfig()))
   assert exit_info.value.code == 'error: BATCH=0: must be at least 1.'
 
 
@@ -132,17 +134,17 @@ def test_the_name_is_the_macro_the_user_set_through_other_macros(tmp_path, fresh
 def test_an_unexpected_error_keeps_its_traceback(tmp_path, fresh_gin, monkeypatch, error):
   def internal_bug(*args, **kwargs):
     raise error
-  monkeypatch.setattr(train_lib, 'build_trainer', internal_bug)
+  monkeypatch.setattr(settings, 'build_trainer', internal_bug)
   with pytest.raises(type(error)) as raised:  # not SystemExit: the traceback is printed
     _train([], tmp_path / 'model')
-  assert gin_utils.user_error_line(raised.value) is None
+  assert cli.user_error_line(raised.value) is None
 
 
 @pytest.fixture
 def debug_flag(monkeypatch):
   """The --debug flag; run_or_exit passes it on to workers as FREELM_DEBUG."""
   if 'debug' not in flags.FLAGS:  # no command module was imported in this process
-    gin_utils.define_flags()
+    cli.define_flags()
   monkeypatch.setenv('FREELM_DEBUG', '0')  # restored after the test
 
 
@@ -150,7 +152,7 @@ def test_debug_keeps_the_traceback_of_a_user_error_too(tmp_path, fresh_gin, no_w
                                                        debug_flag, monkeypatch):
   with flagsaver.flagsaver(debug=True), pytest.raises(errors.SettingError) as raised:
     _train(['TRAIN_STEPS = -5'], tmp_path / 'model')
-  assert gin_utils.user_error_line(raised.value) == 'TRAIN_STEPS=-5: must be at least 1.'
+  assert cli.user_error_line(raised.value) == 'TRAIN_STEPS=-5: must be at least 1.'
   monkeypatch.setenv('FREELM_DEBUG', '1')
   with pytest.raises(errors.SettingError):
     _train(['TRAIN_STEPS = -5'], tmp_path / 'model')
@@ -165,11 +167,11 @@ def test_errors_wrapped_by_gin_and_tf_data_are_told_by_type():
   with pytest.raises(errors.DataError) as raised:
     fn()  # pylint: disable=no-value-for-parameter
   assert 'In call to configurable' in str(raised.value)
-  assert gin_utils.user_error_line(raised.value) == 'data.jsonl:1: malformed JSON.'
+  assert cli.user_error_line(raised.value) == 'data.jsonl:1: malformed JSON.'
   tf_error = type('InvalidArgumentError', (Exception,), {'__module__': 'tensorflow.errors'})
   wrapped = tf_error('Error in user-defined function: DataError: a.jsonl:2: bad.\nTraceback')
-  assert gin_utils.user_error_line(wrapped) == 'a.jsonl:2: bad.'
-  assert gin_utils.user_error_line(tf_error('Error: ValueError: shape')) is None
+  assert cli.user_error_line(wrapped) == 'a.jsonl:2: bad.'
+  assert cli.user_error_line(tf_error('Error: ValueError: shape')) is None
 
 
 def test_train_cli_stops_on_a_bad_setting_in_one_line(tmp_path):

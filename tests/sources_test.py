@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import tasks
-from freelm_jax import input_pipeline
+from freelm_jax.data import input_pipeline
 from tasks import sources
 
 

@@ -11,9 +11,9 @@ import seqio
 import tensorflow as tf
 
 import tasks
-from freelm_jax import input_pipeline
-from freelm_jax import prefetch
-from freelm_jax import tokenizer
+from freelm_jax.data import input_pipeline
+from freelm_jax.data import prefetch
+from freelm_jax.inference import tokenizer
 from tasks import vocabulary
 
 VOCAB = vocabulary.demo_vocabulary()
@@ -133,7 +133,7 @@ def test_register_rejects_mixed_label_types(tmp_path):
 def _error_of(name):
   """The one-line error a pipeline worker reports for a task."""
   iterator = prefetch.ProcessIterator(
-      'freelm_jax.input_pipeline.eval_batches',
+      'freelm_jax.data.input_pipeline.eval_batches',
       dict(names=[name], seq_len=32, batch_size=4, split='validation'),
       setup=prefetch.WorkerSetup())
   with pytest.raises(prefetch.PipelineError) as error:
@@ -170,7 +170,7 @@ def test_pipeline_errors_from_a_worker_arrive_as_one_line():
 
 def test_language_stream_packs_documents_with_eos_boundaries():
   with prefetch.ProcessIterator(
-      'freelm_jax.input_pipeline.lm_batches',
+      'freelm_jax.data.input_pipeline.lm_batches',
       dict(name='opinions_lm', seq_len=128, batch_size=4, seed=0)) as stream:
     batch = next(stream)
   assert batch['tokens'].shape == (4, 128)

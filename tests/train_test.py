@@ -10,9 +10,10 @@ import gin
 import numpy as np
 import pytest
 
-from freelm_jax import gin_utils
-from freelm_jax import metrics as metrics_lib
-from freelm_jax import train_lib
+from freelm_jax import cli
+from freelm_jax.config import gin_utils
+from freelm_jax.training import metrics as metrics_lib
+from freelm_jax.training import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -29,7 +30,7 @@ def _train(model_dir, *bindings):
   gin.clear_config(clear_constants=True)
   gin_utils.parse(['gin/base.gin'], TINY + [f'MODEL_DIR = {str(model_dir)!r}', *bindings])
   try:
-    return train_lib.train()
+    return runner.train()
   finally:
     gin.clear_config(clear_constants=True)
 
@@ -111,9 +112,9 @@ def test_bad_config_is_one_clear_error_and_writes_nothing(tmp_path, files, bindi
   gin.clear_config(clear_constants=True)
   try:
     with pytest.raises(SystemExit) as exit_info:
-      gin_utils.run_or_exit(lambda: (
+      cli.run_or_exit(lambda: (
           gin_utils.parse(files, bindings + [f'MODEL_DIR = {str(model_dir)!r}']),
-          train_lib.train()))
+          runner.train()))
   finally:
     gin.clear_config(clear_constants=True)
   message = str(exit_info.value.code)

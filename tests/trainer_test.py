@@ -6,11 +6,11 @@ import jax
 import numpy as np
 import pytest
 
-from freelm_jax import models
-from freelm_jax import network
-from freelm_jax import partitioning
-from freelm_jax import schedules
-from freelm_jax import trainer as trainer_lib
+from freelm_jax.core import network
+from freelm_jax.core import objectives
+from freelm_jax.core import partitioning
+from freelm_jax.core import schedules
+from freelm_jax.core import trainer as trainer_lib
 
 CONFIG = network.ModelConfig(vocab_size=64, num_layers=2, d_model=32,
                              num_heads=4, max_len=16, head_labels=(2, 4))
@@ -38,7 +38,7 @@ def _trainer(mesh_shape=(1, 1, 1), devices=None):
   mesh = partitioning.create_mesh(*mesh_shape, devices=devices)
   return trainer_lib.Trainer(
       network.FreeLM(CONFIG), optimizer, schedule,
-      {'lm': models.LanguageObjective(), 'teacher': models.TeacherObjective()}, mesh)
+      {'lm': objectives.LanguageObjective(), 'teacher': objectives.TeacherObjective()}, mesh)
 
 
 @functools.lru_cache()
@@ -87,7 +87,7 @@ def test_lm_loss_ignores_zero_weight_positions():
   state = trainer.init_state(seed=0)
   lm = _batches()['lm']
   changed = dict(lm, targets=np.where(lm['weights'] > 0, lm['targets'], 0))
-  loss = lambda batch: models.LanguageObjective().loss(
+  loss = lambda batch: objectives.LanguageObjective().loss(
       trainer.module, state.params, batch)[0]
   np.testing.assert_allclose(loss(lm), loss(changed), rtol=1e-6)
 

@@ -8,12 +8,12 @@ import subprocess
 import sys
 
 import gin
-import pytest
 
 import tasks
-from freelm_jax import gin_utils
-from freelm_jax import prefetch
-from freelm_jax import train_lib
+from freelm_jax.config import gin_utils
+from freelm_jax.config import settings
+from freelm_jax.data import prefetch
+from freelm_jax.training import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,9 +52,9 @@ def test_a_gin_registration_reaches_the_worker_as_a_start_argument(tmp_path):
   gin.clear_config(clear_constants=True)
   try:
     gin_utils.parse(['gin/base.gin'], _gin_task_bindings(path))
-    names = train_lib.DataConfig().eval_tasks
-    train_lib.DataConfig()  # gin calls again: the same task, registered once
-    setup = gin_utils.worker_setup()
+    names = settings.DataConfig().eval_tasks
+    settings.DataConfig()  # gin calls again: the same task, registered once
+    setup = prefetch.worker_setup()
   finally:
     gin.clear_config(clear_constants=True)
   assert names == ['worker_setup_gin_task']
@@ -62,20 +62,20 @@ def test_a_gin_registration_reaches_the_worker_as_a_start_argument(tmp_path):
       'tasks.gin_configurables.register_task']
   assert not [name for name in os.environ if name.startswith('FREELM')]
   with prefetch.ProcessIterator(
-      'freelm_jax.input_pipeline.eval_batches',
+      'freelm_jax.data.input_pipeline.eval_batches',
       dict(names=names, seq_len=32, batch_size=4, split='validation',
            task_types=list(tasks.task_types())), setup) as batches:
     rows = sum(int(b['weights'].sum()) for _, b in batches)
   assert rows == 6 * 2  # every example, one proposition per label
   _parse_empty_config()
-  assert gin_utils.worker_setup().registrations == ()  # a new config, new records
+  assert prefetch.worker_setup().registrations == ()  # a new config, new records
 
 
 def test_a_direct_call_of_a_registering_function_records_nothing(tmp_path):
   (tmp_path / 'lm.txt').write_text('One document.\n')
   _parse_empty_config()
   tasks.language.stream({'train': str(tmp_path / 'lm.txt')}, name='worker_setup_direct')
-  assert gin_utils.worker_setup().registrations == ()
+  assert prefetch.worker_setup().registrations == ()
 
 
 def test_a_module_import_runs_once_in_the_parent_and_once_in_each_worker(tmp_path):
