@@ -21,7 +21,8 @@ console.import_tensorflow_quietly()
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 try:
-  tf.config.set_visible_devices([], 'GPU')
+  with console.stderr_fd_to_devnull():  # its CUDA probing logs past TF_CPP_MIN_LOG_LEVEL
+    tf.config.set_visible_devices([], 'GPU')
 except RuntimeError:  # TensorFlow already initialised its devices.
   pass
 

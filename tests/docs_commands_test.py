@@ -376,7 +376,7 @@ runs/b --output=c.png`; `pre-freelm-train` is no command.
           for s in found for c in doc_snippets.commands(s)] == [
               ('x.md:2', 'freelm_jax.eval', ('--model_dir=DIR', "--gin.X='y'")),
               ('x.md:4', 'freelm_jax.train', ('--gin_file=gin/base.gin',)),
-              ('x.md:4', 'tasks.build_glue', ('--out=d',)),
+              ('x.md:4', 'freelm_jax.build_glue', ('--out=d',)),
               ('x.md:6', 'freelm_jax.plots', ('runs/a', 'runs/b', '--output=c.png'))]
 
 

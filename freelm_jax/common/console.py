@@ -28,7 +28,7 @@ def quiet_environment() -> None:
 
 
 @contextlib.contextmanager
-def _stderr_fd_to_devnull():
+def stderr_fd_to_devnull():
   """File descriptor 2 to /dev/null meanwhile (C++ code writes there directly)."""
   sys.stderr.flush()
   saved = os.dup(2)
@@ -48,7 +48,7 @@ def import_tensorflow_quietly() -> None:
   quiet_environment()
   if 'tensorflow' in sys.modules:
     return
-  with _stderr_fd_to_devnull():
+  with stderr_fd_to_devnull():
     try:
       # lazy: importing TensorFlow quietly is this function's job
       import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
