@@ -179,7 +179,7 @@ def test_input_snapshots_stop_at_what_the_run_reads(tmp_path):
 
 
 def test_sigkill_then_same_command_logs_the_uninterrupted_losses(snapshot_tasks, tmp_path):
-  steps = ['TRAIN_STEPS = 60', 'CHECKPOINT_EVERY = 10']
+  steps = ['TRAIN_STEPS = 30', 'CHECKPOINT_EVERY = 10']
   reference = tmp_path / 'reference'
   result = _run(reference, *steps, module_dir=snapshot_tasks)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -187,12 +187,12 @@ def test_sigkill_then_same_command_logs_the_uninterrupted_losses(snapshot_tasks,
 
   killed = tmp_path / 'killed'
   process = _start(killed, *steps, module_dir=snapshot_tasks)
-  _wait_for_step(process, killed, 25)
+  _wait_for_step(process, killed, 15)
   process.send_signal(signal.SIGKILL)
   process.wait()
   before = len(_train_rows(killed))
   restore_point = _checkpoint_steps(killed)[-1]
-  assert 0 < restore_point < 60
+  assert 0 < restore_point < 30
   result = _run(killed, *steps, module_dir=snapshot_tasks)
   assert result.returncode == 0, result.stderr[-3000:]
 
