@@ -226,7 +226,7 @@ def _worker():
   f = flags.FLAGS
   optimizer, schedule = trainer_lib.create_optimizer(1e-2, 30, warmup_steps=2)
   trainer = trainer_lib.Trainer(
-      network.FreeLM(network.ModelConfig(vocab_size=64, num_layers=2, d_model=32, num_heads=4,
+      network.FreeLM(network.ModelConfig(vocab_size=64, num_layers=1, d_model=32, num_heads=4,
                                          max_len=16, head_labels=(2, 4))),
       optimizer, schedule,
       {'lm': models.LanguageObjective(), 'teacher': models.TeacherObjective()},
