@@ -109,11 +109,14 @@ def _train_rows(model_dir):
   return [r for r in metrics_lib.read(model_dir) if r['kind'] == 'train']
 
 
-def _wait_for_step(process, model_dir, step, timeout=240):
-  """Waits until metrics.jsonl has a row at `step` or later."""
+def _wait_for_step(process, model_dir, step, timeout=240, saved=False):
+  """Waits until metrics.jsonl has a row at `step` or later (and, if `saved`,
+  a checkpoint is committed)."""
   deadline = time.time() + timeout
   while time.time() < deadline:
-    if any(r['step'] >= step for r in _train_rows(model_dir)):
+    if (any(r['step'] >= step for r in _train_rows(model_dir))
+        and (not saved or (os.path.isdir(os.path.join(model_dir, 'checkpoints'))
+                           and _checkpoint_steps(model_dir)))):
       return
     if process.poll() is not None:
       raise AssertionError(f'run ended early: {_log(process)[-2000:]}')
@@ -179,7 +182,7 @@ def test_input_snapshots_stop_at_what_the_run_reads(tmp_path):
 
 
 def test_sigkill_then_same_command_logs_the_uninterrupted_losses(snapshot_tasks, tmp_path):
-  steps = ['TRAIN_STEPS = 60', 'CHECKPOINT_EVERY = 10']
+  steps = ['TRAIN_STEPS = 30', 'CHECKPOINT_EVERY = 10']
   reference = tmp_path / 'reference'
   result = _run(reference, *steps, module_dir=snapshot_tasks)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -187,12 +190,12 @@ def test_sigkill_then_same_command_logs_the_uninterrupted_losses(snapshot_tasks,
 
   killed = tmp_path / 'killed'
   process = _start(killed, *steps, module_dir=snapshot_tasks)
-  _wait_for_step(process, killed, 25)
+  _wait_for_step(process, killed, 15, saved=True)  # step 10's async save committed
   process.send_signal(signal.SIGKILL)
   process.wait()
   before = len(_train_rows(killed))
   restore_point = _checkpoint_steps(killed)[-1]
-  assert 0 < restore_point < 60
+  assert 0 < restore_point < 30
   result = _run(killed, *steps, module_dir=snapshot_tasks)
   assert result.returncode == 0, result.stderr[-3000:]
 

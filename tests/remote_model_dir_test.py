@@ -32,7 +32,7 @@ TINY = [
     'network.ModelConfig.num_layers = 1', 'network.ModelConfig.d_model = 32',
     'network.ModelConfig.num_heads = 2', 'LM_BATCH_SIZE = 8', 'TEACHER_BATCH_SIZE = 8',
     'LM_SEQ_LEN = 32', 'TEACHER_SEQ_LEN = 24', 'WARMUP_STEPS = 2',
-    'CHECKPOINT_EVERY = 2', 'train_lib.train.log_every = 1',
+    'CHECKPOINT_EVERY = 4', 'train_lib.train.log_every = 1',  # and at the last step
     'train_lib.DataConfig.eval_tasks = []', 'LM_EVAL_BATCHES = 0',
 ]
 RUN = 'gs://bucket/run'
