@@ -35,6 +35,7 @@ from freelm_jax.common import console
 from freelm_jax.common import errors
 from freelm_jax.config import gin_utils
 from freelm_jax.core import schedules as schedules_lib
+from freelm_jax.data import prefetch
 from freelm_jax.training import metrics
 from freelm_jax.training import runner
 
@@ -259,6 +260,8 @@ def report(dirs: Mapping[str, Mapping[int, str]], output_dir: str) -> tuple[str,
 
 def main(argv):
   del argv
+  # Before JAX starts, any thread runs or a user module is imported.
+  prefetch.start_server_by_fork()
   console.quiet_console()
 
   def run():

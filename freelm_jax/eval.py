@@ -22,6 +22,7 @@ from freelm_jax.config import gin_utils
 from freelm_jax.config import settings
 from freelm_jax.core import checkpoints
 from freelm_jax.core import partitioning
+from freelm_jax.data import prefetch
 from freelm_jax.training import evaluation
 from freelm_jax.training import metrics as metrics_lib
 from freelm_jax.training import run_tasks
@@ -64,6 +65,8 @@ def evaluate() -> list[dict]:
 
 def main(argv):
   del argv
+  # Before JAX starts, any thread runs or a user module is imported.
+  prefetch.start_server_by_fork()
   console.quiet_console()
   # The model_dir's operative config, then --gin_file layers on top of it
   # (e.g. gin/eval/glue_paper.gin).

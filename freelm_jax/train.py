@@ -13,6 +13,7 @@ from absl import flags
 from freelm_jax import cli
 from freelm_jax.common import console
 from freelm_jax.config import gin_utils
+from freelm_jax.data import prefetch
 from freelm_jax.training import evaluation
 from freelm_jax.training import runner
 
@@ -24,6 +25,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  # Before JAX starts, any thread runs or a user module is imported.
+  prefetch.start_server_by_fork()
   console.quiet_console()
   bindings = list(FLAGS.gin_bindings)
   if FLAGS.model_dir:
