@@ -101,3 +101,25 @@ def test_a_module_import_runs_once_in_the_parent_and_once_in_each_worker(tmp_pat
   workers = [pid for pid, ppid in lines if ppid == parent[0]]
   # The parent, its language and teacher stream workers, and the evaluation's.
   assert len(workers) == 3 and len(lines) == 1 + len(workers)
+
+
+FORKED_SERVER = '''
+from freelm_jax.data import prefetch
+import tasks  # what a command has imported when it starts the server
+assert prefetch.start_server_by_fork(), 'no server started'
+assert not prefetch.start_server_by_fork(), 'a second server started'
+items = list(prefetch.ProcessIterator('itertools.repeat', {'object': 7, 'times': 3}))
+server = prefetch.forkserver._forkserver._forkserver_pid
+with open(f'/proc/{server}/cmdline', 'rb') as f:
+  server_command = f.read()
+with open('/proc/self/cmdline', 'rb') as f:
+  own_command = f.read()
+print(items, server_command == own_command)
+'''
+
+
+def test_a_command_forks_the_worker_server_from_itself():
+  out = subprocess.run([sys.executable, '-c', FORKED_SERVER], capture_output=True, text=True,
+                       cwd=REPO, check=False, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == '[7, 7, 7] True'  # workers run; the server is this process forked
