@@ -12,9 +12,8 @@ import sys
 from absl import app
 from freelm_jax import bench
 from freelm_jax import cli
-from freelm_jax.config import gin_utils
 try:
-  app.run(bench.main, argv=gin_utils.rewrite_gin_args(sys.argv))
+  app.run(bench.main, argv=cli.rewrite_gin_args(sys.argv))
 except SystemExit as e:
   assert not e.code, e.code
 print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "seqio"})))

@@ -4,7 +4,7 @@ A `UserError` is the user's mistake (a setting, a file, the data, a
 checkpoint, a run that diverged or did not fit): every command-line tool ends
 on one with one line, `error: ...`, on stderr and exit status 1. Any other
 error is a bug and keeps its traceback; `--debug` (or FREELM_DEBUG=1) keeps
-it for user errors too (`gin_utils.run_or_exit`). `Interrupted` is no error
+it for user errors too (`cli.run_or_exit`). `Interrupted` is no error
 of the user's: it ends an evaluation that a stop request cut short. Nothing
 heavy is imported here.
 """
@@ -30,7 +30,7 @@ class SettingError(ConfigError):
 
   `allowed` says what is allowed; a `{key}` in it names another setting,
   `refs[key]` = (owner, name, value). The message names each setting as the
-  code does (`ModelConfig.num_heads`); `gin_utils.user_error_line` names it as
+  code does (`ModelConfig.num_heads`); `cli.user_error_line` names it as
   the user set it (the gin macro or binding).
   """
 
