@@ -3,7 +3,7 @@
 The architecture is exactly GPT-2's (pre-LayerNorm blocks, tanh GELU, learned
 position embeddings, output projection tied to the token embedding, LayerNorm
 eps 1e-5), so GPT-2 and FreeLM checkpoints map onto it one tensor at a time.
-The network knows nothing about losses: see `models.py`.
+The network knows nothing about losses: see `objectives.py`.
 
 Every parameter carries logical axis names (`embed`, `heads`, `kv`, `mlp`,
 `vocab`, ...) that `partitioning.LOGICAL_AXIS_RULES` maps onto the mesh.
@@ -49,7 +49,7 @@ class ModelConfig:
   # 'project': P(true) is the softmax of head 0's first two logits, and the
   # task-type head scores its own labels only. 'official': each head's whole
   # max_labels row, as FreeLM's released code trains and its README reads it.
-  # The teacher loss and every P(true) of the model follow it (models.py).
+  # The teacher loss and every P(true) of the model follow it (objectives.py).
   head_reading: str = 'project'
 
   def __post_init__(self):
