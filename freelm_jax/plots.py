@@ -11,7 +11,7 @@ step: held-out teacher accuracy (mean over the trained tasks' validation
 splits, and over the held-out tasks where there are any: tasks never trained
 on, `trained: false` in the eval rows) and the language stream's validation
 loss, from the `kind: "eval"` rows of each model_dir's metrics
-(`freelm_jax.training.metrics.read`). Evaluations every EVAL_EVERY steps give the
+(`freelm_jax.common.metrics_files.read`). Evaluations every EVAL_EVERY steps give the
 curves their points; a run evaluated only at the end gets one point. At a step
 only some runs of a group evaluated, the mean and band are over those.
 """
@@ -27,7 +27,7 @@ import matplotlib
 from matplotlib import pyplot as plt
 
 from freelm_jax.common import errors
-from freelm_jax.training import metrics
+from freelm_jax.common import metrics_files
 
 PANELS = (('trained', 'accuracy, trained tasks (validation mean)'),
           ('held_out', 'accuracy, held-out tasks (mean)'),
@@ -155,7 +155,7 @@ def parse_groups(args: Sequence[str]) -> dict[str, list[str]]:
 
 def draw_groups(groups: Mapping[str, Sequence[str]], output: str) -> str:
   """`draw` for groups of model_dirs (label -> model_dirs)."""
-  return draw({label: [metrics.read(d) for d in dirs] for label, dirs in groups.items()},
+  return draw({label: [metrics_files.read(d) for d in dirs] for label, dirs in groups.items()},
               output)
 
 

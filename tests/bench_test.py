@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+from conftest import TEST_XLA_FLAGS
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Runs the benchmark CLI in-process, then reports whether TF or seqio was imported.
 RUNNER = '''
@@ -21,7 +23,7 @@ print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", 
 
 
 def run_bench(*args, command=('-c', 'import json\n' + RUNNER)):
-  env = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu')
+  env = dict(os.environ, XLA_FLAGS=TEST_XLA_FLAGS, JAX_PLATFORMS='cpu')  # one device
   return subprocess.run(
       [sys.executable, *command, '--gin_file=gin/base.gin', '--steps=2',
        '--warmup_steps=1', *args],
@@ -57,7 +59,7 @@ def test_bench_names_a_bad_gin_file_in_one_line():
 
 def test_gpu_script_dry_run_writes_labelled_rows_of_each_variant(tmp_path):
   env = dict(os.environ, BENCH_DRY='1', OUT=str(tmp_path), PYTHON=sys.executable,
-             XLA_FLAGS='')
+             XLA_FLAGS=TEST_XLA_FLAGS)
   out = subprocess.run(['bash', 'benchmarks/run_gpu.sh'], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]

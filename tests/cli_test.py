@@ -1,5 +1,6 @@
 """The train CLI from another working directory: gin includes resolve, the
-console shows no library log lines, and the logs go to model_dir/train.log."""
+console shows no library log lines, the logs go to model_dir/train.log, and a
+--module_import module is imported once in each process of the run."""
 
 import os
 import subprocess
@@ -19,6 +20,16 @@ TINY = [
     '--gin.train_lib.DataConfig.eval_probe=False',  # fitting it is most of a run's time
 ]
 
+# A user module that notes every process importing it: "pid starter_pid", the
+# starter being the process that started this one as a worker (0: none).
+PID_MODULE = '''
+import multiprocessing
+import os
+starter = multiprocessing.parent_process()
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'imports.txt'), 'a') as f:
+  f.write(f'{os.getpid()} {starter.pid if starter else 0}\\n')
+'''
+
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
@@ -27,13 +38,15 @@ def run(tmp_path_factory):
   cwd = tmp_path_factory.mktemp('cwd')
   for name in ('runs', 'data', 'models'):
     (cwd / name).mkdir()
+  (cwd / 'pid_tasks.py').write_text(PID_MODULE)
   model_dir = cwd / 'runs' / 'model'
   env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
   env['PYTHONPATH'] = os.pathsep.join([str(cwd), REPO])  # cwd on sys.path, like the repo root
   result = subprocess.run(
       [sys.executable, '-m', 'freelm_jax.train',
        f'--gin_file={os.path.join(REPO, "gin", "base.gin")}', f'--model_dir={model_dir}',
-       *TINY], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+       '--module_import=pid_tasks', *TINY], cwd=cwd, env=env, capture_output=True, text=True,
+      timeout=600)
   return result, model_dir
 
 
@@ -56,6 +69,19 @@ def test_train_cli_console_is_quiet_and_logs_to_file(run):
   assert 'perplexity' in result.stdout
   log = (model_dir / 'train.log').read_text()
   assert 'Evaluation at step 2' in log
+
+
+def test_a_module_import_runs_once_in_the_parent_and_once_in_each_worker(run):
+  result, model_dir = run
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = [l.split() for l in (model_dir.parent.parent / 'imports.txt').read_text().splitlines()]
+  pids = [int(pid) for pid, _ in lines]
+  assert len(pids) == len(set(pids))  # each process imported it once
+  parent = [pid for pid, ppid in lines if int(ppid) not in pids]
+  assert len(parent) == 1
+  workers = [pid for pid, ppid in lines if ppid == parent[0]]
+  # The parent, its language and teacher stream workers, and the evaluation's.
+  assert len(workers) == 3 and len(lines) == 1 + len(workers)
 
 
 def test_help_of_every_gin_tool_lists_the_gin_and_multi_host_flags():

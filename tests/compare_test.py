@@ -132,6 +132,11 @@ def test_plots_cli_draws_groups_of_model_dirs(tmp_path):
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert missing.returncode != 0 and missing.stderr.strip().splitlines()[-1].startswith(
       'error: ') and 'metrics.jsonl' in missing.stderr
+  imported = subprocess.run(  # plots reads JSON lines: it starts without TensorFlow or JAX
+      [sys.executable, '-c', 'import sys, freelm_jax.plots; print(sorted(m for m in sys.modules'
+       ' if m.split(".")[0] in ("tensorflow", "jax", "clu")))'],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert imported.stdout.strip() == '[]', imported.stderr[-2000:]
 
 
 def test_seeds_and_variants_flags_are_checked():

@@ -122,7 +122,7 @@ def test_function_level_imports_are_few_and_give_their_reason():
   assert len(found) <= MAX_FUNCTION_LEVEL_IMPORTS, '\n'.join(found)
 
 
-@pytest.mark.parametrize('layer', ['core', 'interop', 'inference', 'config'])
+@pytest.mark.parametrize('layer', ['common', 'core', 'interop', 'inference', 'config'])
 def test_a_layer_below_data_loads_without_tensorflow(layer):
   code = ('import importlib, pkgutil, sys\n'
           f'import freelm_jax.{layer} as package\n'

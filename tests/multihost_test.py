@@ -11,6 +11,8 @@ import sys
 import time
 import types
 
+from conftest import TEST_XLA_FLAGS
+import gin
 import numpy as np
 import pytest
 
@@ -33,10 +35,8 @@ def _free_port() -> int:
 
 
 def _env(devices: int) -> dict:
-  # Optimisation level 0: compiles in about half the time, same losses here.
   return dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO,
-              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} '
-                        '--xla_backend_optimization_level=0')
+              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} {TEST_XLA_FLAGS}')
 
 
 def _launch(args: list, processes: int, devices: int, timeout: float = 600) -> list:
@@ -120,14 +120,20 @@ def test_mesh_and_batch_errors_name_the_numbers():
     partitioning.initialize_distributed('localhost:1234', 2, 2)
 
 
-def test_cli_batch_that_does_not_divide_the_mesh_fails_before_writing(tmp_path):
+def test_a_batch_that_does_not_divide_the_mesh_fails_before_writing(tmp_path):
+  from freelm_jax import cli  # pylint: disable=g-import-not-at-top
+  from freelm_jax.config import gin_utils  # pylint: disable=g-import-not-at-top
+  from freelm_jax.training import runner  # pylint: disable=g-import-not-at-top
   model_dir = tmp_path / 'model'
-  r = subprocess.run(
-      [sys.executable, '-m', 'freelm_jax.train', '--gin_file=gin/base.gin',
-       f'--model_dir={model_dir}', '--gin.LM_BATCH_SIZE=12', '--gin.FSDP_PARALLELISM=8'],
-      cwd=REPO, env=_env(8), capture_output=True, text=True, timeout=120)
-  assert r.returncode == 1
-  assert r.stderr.strip().splitlines()[-1].startswith(
+  bindings = ['LM_BATCH_SIZE = 12', 'FSDP_PARALLELISM = 8', f'MODEL_DIR = {str(model_dir)!r}']
+  gin.clear_config(clear_constants=True)
+  try:
+    with pytest.raises(SystemExit) as exit_info:  # what the train CLI runs, in-process
+      cli.run_or_exit(lambda: (
+          gin_utils.parse([os.path.join(REPO, 'gin', 'base.gin')], bindings), runner.train()))
+  finally:
+    gin.clear_config(clear_constants=True)
+  assert exit_info.value.code == (
       'error: LM_BATCH_SIZE=12 does not divide over data x fsdp = 1 x 8 = 8 batch shards.')
   assert not model_dir.exists()
 

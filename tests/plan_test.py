@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+from conftest import TEST_XLA_FLAGS
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Runs the command, then reports whether TensorFlow or seqio got imported.
 RUN_PLAN = '''
@@ -21,7 +23,7 @@ print('IMPORTED', sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow',
 
 def _plan(*args):
   env = dict(os.environ, PYTHONPATH=REPO)
-  env.pop('XLA_FLAGS', None)  # the command sets its own device count
+  env['XLA_FLAGS'] = TEST_XLA_FLAGS  # the command adds its own device count
   return subprocess.run(
       [sys.executable, '-c', RUN_PLAN, '--gin_file=gin/base.gin',
        '--gin.network.ModelConfig.num_layers=2', *args],

@@ -1,6 +1,7 @@
 """Input workers rebuild the parent's tasks from their start arguments: the
---module_import modules (imported once in every process) and the task
-registrations the gin config made (repeated as plain data)."""
+--module_import modules and the task registrations the gin config made
+(repeated as plain data). cli_test checks that a real run imports such a
+module once in every process."""
 
 import json
 import os
@@ -13,20 +14,8 @@ import tasks
 from freelm_jax.config import gin_utils
 from freelm_jax.config import settings
 from freelm_jax.data import prefetch
-from freelm_jax.training import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# A user module that notes every process importing it: "pid starter_pid", the
-# starter being the process that started this one as a worker (0: none).
-PID_MODULE = '''
-import multiprocessing
-import os
-starter = multiprocessing.parent_process()
-with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'imports.txt'), 'a') as f:
-  f.write(f'{os.getpid()} {starter.pid if starter else 0}\\n')
-'''
-
 
 def _parse_empty_config():
   gin.clear_config(clear_constants=True)
@@ -76,31 +65,6 @@ def test_a_direct_call_of_a_registering_function_records_nothing(tmp_path):
   _parse_empty_config()
   tasks.language.stream({'train': str(tmp_path / 'lm.txt')}, name='worker_setup_direct')
   assert prefetch.worker_setup().registrations == ()
-
-
-def test_a_module_import_runs_once_in_the_parent_and_once_in_each_worker(tmp_path):
-  (tmp_path / 'pid_tasks.py').write_text(PID_MODULE)
-  bindings = [
-      'network.ModelConfig.num_layers = 1', 'network.ModelConfig.d_model = 32',
-      'network.ModelConfig.num_heads = 2', 'LM_BATCH_SIZE = 8', 'TEACHER_BATCH_SIZE = 8',
-      'LM_SEQ_LEN = 32', 'TEACHER_SEQ_LEN = 24', 'WARMUP_STEPS = 1', 'TRAIN_STEPS = 2',
-      'LM_EVAL_BATCHES = 0', "train_lib.DataConfig.eval_tasks = ['opinions_party']",
-      'train_lib.DataConfig.eval_max_examples = 8', 'train_lib.DataConfig.eval_probe = False']
-  process = subprocess.run(
-      [sys.executable, '-m', 'freelm_jax.train', '--gin_file=gin/base.gin',
-       f'--model_dir={tmp_path / "model"}', '--module_import=pid_tasks',
-       *[f'--gin_bindings={b}' for b in bindings]],
-      cwd=REPO, capture_output=True, text=True, timeout=1200,
-      env=dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, str(tmp_path)])))
-  assert process.returncode == 0, process.stderr[-2000:]
-  lines = [l.split() for l in (tmp_path / 'imports.txt').read_text().splitlines()]
-  pids = [int(pid) for pid, _ in lines]
-  assert len(pids) == len(set(pids))  # each process imported it once
-  parent = [pid for pid, ppid in lines if int(ppid) not in pids]
-  assert len(parent) == 1
-  workers = [pid for pid, ppid in lines if ppid == parent[0]]
-  # The parent, its language and teacher stream workers, and the evaluation's.
-  assert len(workers) == 3 and len(lines) == 1 + len(workers)
 
 
 FORKED_SERVER = '''

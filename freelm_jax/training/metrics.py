@@ -3,8 +3,8 @@
 A local model_dir gets one `metrics.jsonl`, appended to. Object stores (gs://,
 s3://) cannot append, so there each writer (a train run, a resumed run, an
 eval) rewrites its own `metrics_parts/<UTC start time>-<pid>.jsonl` with all
-its rows on every write; `read` returns `metrics.jsonl`'s rows, then the parts'
-in name (= start time) order.
+its rows on every write. `common.metrics_files.read` reads them back (also
+`read` here).
 """
 
 import datetime
@@ -13,6 +13,7 @@ import os
 from typing import Any, Mapping
 
 from freelm_jax.common import console
+from freelm_jax.common import metrics_files
 from freelm_jax.common import storage
 
 console.import_tensorflow_quietly()  # clu imports TensorFlow: quietly, first
@@ -20,7 +21,7 @@ console.import_tensorflow_quietly()  # clu imports TensorFlow: quietly, first
 from clu import metric_writers
 import jax
 
-PARTS_DIR = 'metrics_parts'
+read = metrics_files.read  # its home: the reader needs no TensorFlow
 
 
 class MetricsWriter:
@@ -33,7 +34,7 @@ class MetricsWriter:
     self.path = directory / 'metrics.jsonl'
     if storage.is_remote(model_dir):
       started = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')
-      self.path = directory / PARTS_DIR / f'{started}-{os.getpid()}.jsonl'
+      self.path = directory / metrics_files.PARTS_DIR / f'{started}-{os.getpid()}.jsonl'
       self._lines = []
       if self.enabled:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,15 +61,3 @@ class MetricsWriter:
   def close(self) -> None:
     self._tensorboard.flush()
     self._tensorboard.close()
-
-
-def read(model_dir: str) -> list[dict]:
-  """All rows of a model_dir: metrics.jsonl's, then each part file's in order."""
-  directory = storage.resolve(model_dir)
-  files = [directory / 'metrics.jsonl'] if (directory / 'metrics.jsonl').exists() else []
-  if (directory / PARTS_DIR).exists():
-    files += sorted((directory / PARTS_DIR).glob('*.jsonl'), key=lambda p: p.name)
-  if not files:
-    raise FileNotFoundError(f'{directory / "metrics.jsonl"}: no such file.')
-  return [json.loads(line) for path in files
-          for line in path.read_text().splitlines() if line.strip()]
