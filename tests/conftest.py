@@ -7,10 +7,11 @@ import sys
 import tempfile
 
 # Compile-time flags for the tiny test models: optimisation level 0, and XLA:CPU's
-# older elemental emitters instead of its fusion emitters. Together they cut a
-# train step's compile time (most of what a test spends) to about a third. The
-# tests compare runs with each other (resume == uninterrupted, sharded ==
-# unsharded) under the same flags, never with numbers compiled otherwise.
+# older elemental emitters instead of its fusion emitters. trainer_test's
+# reference losses (three compiles) take 63 CPU-s with XLA's defaults, 17 at
+# level 0 and 8.7 with both flags. The tests compare runs with each other
+# (resume == uninterrupted, sharded == unsharded) under the same flags, never
+# with numbers compiled otherwise.
 TEST_XLA_FLAGS = '--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false'
 os.environ.setdefault('XLA_FLAGS', f'--xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
