@@ -33,10 +33,10 @@ from freelm_jax import cli
 from freelm_jax import plots
 from freelm_jax.common import console
 from freelm_jax.common import errors
+from freelm_jax.common import metrics_files
 from freelm_jax.config import gin_utils
 from freelm_jax.core import schedules as schedules_lib
 from freelm_jax.data import prefetch
-from freelm_jax.training import metrics
 from freelm_jax.training import runner
 
 SCHEDULES = tuple(s.name for s in schedules_lib.BUILT_IN)
@@ -146,7 +146,7 @@ def plan(gin_files: Sequence[str], bindings: Sequence[str], output_dir: str,
 def finished(model_dir: str, train_steps: int) -> bool:
   """Whether the run has its final evaluation (then it is not re-run)."""
   try:
-    rows = metrics.read(model_dir)
+    rows = metrics_files.read(model_dir)
   except FileNotFoundError:
     return False
   return any(r['kind'] == 'eval' and r['step'] >= train_steps for r in rows)
@@ -243,7 +243,7 @@ EXPLAINED = ('Final accuracy per eval task, the trained tasks\' mean (per seed, 
 def report(dirs: Mapping[str, Mapping[int, str]], output_dir: str) -> tuple[str, str, str]:
   """Writes compare.md, compare.json and compare.png for name -> seed ->
   model_dir; returns their paths."""
-  runs = {name: {seed: metrics.read(d) for seed, d in by_seed.items()}
+  runs = {name: {seed: metrics_files.read(d) for seed, d in by_seed.items()}
           for name, by_seed in dirs.items()}
   summary = results(runs)
   for name, seeds in summary['runs'].items():

@@ -121,16 +121,11 @@ def test_mesh_and_batch_errors_name_the_numbers():
 
 
 def test_a_batch_that_does_not_divide_the_mesh_fails_before_writing(tmp_path):
-  from freelm_jax import cli  # pylint: disable=g-import-not-at-top
-  from freelm_jax.config import gin_utils  # pylint: disable=g-import-not-at-top
-  from freelm_jax.training import runner  # pylint: disable=g-import-not-at-top
+  from settings_test import _train  # pylint: disable=g-import-not-at-top  # what the CLI runs
   model_dir = tmp_path / 'model'
-  bindings = ['LM_BATCH_SIZE = 12', 'FSDP_PARALLELISM = 8', f'MODEL_DIR = {str(model_dir)!r}']
-  gin.clear_config(clear_constants=True)
   try:
-    with pytest.raises(SystemExit) as exit_info:  # what the train CLI runs, in-process
-      cli.run_or_exit(lambda: (
-          gin_utils.parse([os.path.join(REPO, 'gin', 'base.gin')], bindings), runner.train()))
+    with pytest.raises(SystemExit) as exit_info:
+      _train(['LM_BATCH_SIZE = 12', 'FSDP_PARALLELISM = 8'], model_dir)
   finally:
     gin.clear_config(clear_constants=True)
   assert exit_info.value.code == (

@@ -22,6 +22,7 @@ import gin
 import jax
 
 from freelm_jax.common import console
+from freelm_jax.common import metrics_files
 from freelm_jax.common import storage
 from freelm_jax.config import settings
 from freelm_jax.core import checkpoints
@@ -188,7 +189,7 @@ def finished_evaluation(model_dir: str, step: int, train_steps: int) -> list[dic
   if step < train_steps:
     return []
   try:
-    rows = metrics_lib.read(model_dir)
+    rows = metrics_files.read(model_dir)
   except FileNotFoundError:
     return []
   rows = [r for r in rows if r['kind'] == 'eval' and r['step'] == step]
