@@ -26,7 +26,7 @@ from freelm_jax.data import prefetch
 from freelm_jax.training import evaluation
 from freelm_jax.training import metrics as metrics_lib
 from freelm_jax.training import run_tasks
-from freelm_jax.training import runner  # pylint: disable=unused-import (gin: train_lib.train)
+from freelm_jax.training import runner  # also registers gin's train_lib.train
 
 cli.define_flags()
 flags.adopt_module_key_flags(cli)  # --help lists them with the tool's own
@@ -43,9 +43,9 @@ def evaluate() -> list[dict]:
   data = dataclasses.replace(data, eval_tasks=tuple(FLAGS.tasks or data.eval_tasks),
                              eval_split=FLAGS.split or data.eval_split)
   model_config = settings.ModelConfig()
-  trainer = settings.build_trainer(
+  trainer = settings.build_trainer(  # the run's state: its weights' average included
       model_config, settings.MeshConfig(), settings.create_optimizer,
-      1, settings.TeacherObjective())
+      1, settings.TeacherObjective(), ema_decay=runner.bound_to_train('ema_decay'))
   settings.check_lengths(data, model_config)
   partitioning.check_batch_size('train_lib.DataConfig.eval_batch_size',
                                 data.eval_batch_size, trainer.mesh)
@@ -56,7 +56,7 @@ def evaluate() -> list[dict]:
   if not storage.is_remote(FLAGS.model_dir):
     console.log_to_file(os.path.join(FLAGS.model_dir, 'eval.log'))
   writer = metrics_lib.MetricsWriter(FLAGS.model_dir)
-  rows = evaluation.run_eval(trainer, state.params, data, int(state.step),
+  rows = evaluation.run_eval(trainer, state.eval_params, data, int(state.step),
                              facts.get('trained_task_types', []), writer,
                              facts.get('task_types'))
   writer.close()

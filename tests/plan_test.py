@@ -61,3 +61,29 @@ def test_plan_mesh_that_does_not_fit_the_devices_is_one_line():
   assert r.returncode == 1
   assert r.stderr.strip().splitlines()[-1] == (
       'error: Mesh data=-1 x fsdp=1 x tensor=3: 3 does not divide the 4 devices.')
+
+
+def test_plans_packed_teacher_batches_as_the_pipeline_makes_them(monkeypatch):
+  """plan's abstract batch has the packed pipeline's keys, shapes and dtypes,
+  and the teacher step compiles for it."""
+  # In-process, TensorFlow allowed: the pipeline makes the real batch.
+  import gin  # pylint: disable=g-import-not-at-top
+  import tasks  # pylint: disable=g-import-not-at-top
+  from freelm_jax import plan  # pylint: disable=g-import-not-at-top
+  from freelm_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  from freelm_jax.training import runner  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(sys.modules, 'tasks', tasks)  # trainer_without_data hides it
+  gin.clear_config(clear_constants=True)
+  try:
+    _, data, trainer, _ = runner.trainer_without_data(
+        [os.path.join(REPO, 'gin', 'base.gin')],
+        ['TEACHER_PACK_LEN = 96', 'TEACHER_BATCH_SIZE = 8', 'network.ModelConfig.num_layers = 1'])
+  finally:
+    gin.clear_config(clear_constants=True)
+    sys.modules['tasks'] = tasks
+  abstract = plan.abstract_batches(data, trainer.batch_sharding)['teacher']
+  real = next(input_pipeline.teacher_batches('opinions_teacher', data.teacher_seq_len,
+                                             8, seed=0, pack_len=96))
+  assert {k: (v.shape, v.dtype) for k, v in abstract.items()} == {
+      k: (v.shape, v.dtype) for k, v in real.items()}
+  assert trainer.compile_step('teacher', trainer.abstract_state(), abstract)

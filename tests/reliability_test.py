@@ -140,10 +140,11 @@ def snapshot_tasks(tmp_path_factory):
   return directory
 
 
-@pytest.mark.parametrize('stream, name', [('lm', 'rel_lm'), ('teacher', 'rel_teacher'),
-                                          ('lm', 'opinions_lm'), ('teacher', 'rel_generator')])
+@pytest.mark.parametrize('stream, name, packing', [
+    ('lm', 'rel_lm', {}), ('teacher', 'rel_teacher', {}), ('lm', 'opinions_lm', {}),
+    ('teacher', 'rel_generator', {}), ('teacher', 'rel_teacher', {'pack_len': 48})])
 def test_input_stream_resumes_at_a_batch_from_its_snapshot(
-    snapshot_tasks, tmp_path, monkeypatch, stream, name):
+    snapshot_tasks, tmp_path, monkeypatch, stream, name, packing):
   from freelm_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
   monkeypatch.syspath_prepend(str(snapshot_tasks))
   __import__('rel_tasks')
@@ -157,7 +158,7 @@ def test_input_stream_resumes_at_a_batch_from_its_snapshot(
 
   monkeypatch.setattr(input_pipeline.IteratorSnapshots, 'restore', spy)
   batches = getattr(input_pipeline, f'{stream}_batches')
-  kwargs = dict(name=name, seq_len=24, batch_size=4, seed=0)
+  kwargs = dict(name=name, seq_len=24, batch_size=4, seed=0, **packing)
   reference = list(itertools.islice(batches(**kwargs), 12))
   state = dict(state_dir=str(tmp_path / 'iterators'), snapshot_every=3)
   assert len(list(itertools.islice(batches(**kwargs, **state), 8))) == 8

@@ -52,6 +52,16 @@ CASES = [
     ('TEACHER_SEQ_LEN = 8', "TEACHER_SEQ_LEN=8: must be at least 11: [sep], [cls], the "
      "shortest proposition of task 'opinions_genre' (8 tokens) and a token of the "
      'instance.', False),
+    ('TEACHER_PACK_LEN = 40', 'TEACHER_PACK_LEN=40: must be 0 (one proposition per row) or '
+     'at least TEACHER_SEQ_LEN=48.', True),
+    ('TEACHER_PACK_LEN = 256', f'TEACHER_PACK_LEN=256: {CONTEXT}', True),
+    ('EMA_DECAY = 1.0', 'EMA_DECAY=1.0: must be at least 0 (no average) and below 1.', True),
+    ("train_lib.train.learning_rate_scales = {'teach': 2.0}",
+     "train_lib.train.learning_rate_scales={'teach': 2.0}: names objective 'teach'; the "
+     'objectives are lm, teacher.', False),
+    ("train_lib.train.learning_rate_scales = {'teacher': 0}",
+     "train_lib.train.learning_rate_scales={'teacher': 0}: must map each objective to a "
+     "number above 0 ('teacher': 0).", False),
     ('CHECKPOINT_EVERY = 0',
      'CHECKPOINT_EVERY=0: must be at least 1 (the last step is always saved).', False),
     ('EVAL_EVERY = -1',

@@ -199,3 +199,25 @@ def test_a_users_map_function_is_still_converted_by_autograph():
 
   assert 'tasks' in sys.modules
   assert list(tf.data.Dataset.range(5).map(shrink).as_numpy_iterator()) == [0, 1, 2, 1, 2]
+
+
+def test_packed_teacher_rows_hold_the_streams_propositions_in_order():
+  kwargs = dict(name='opinions_teacher', seq_len=48, seed=3)
+  unpacked = next(input_pipeline.teacher_batches(batch_size=96, **kwargs))
+  packed = next(input_pipeline.teacher_batches(batch_size=8, pack_len=96, **kwargs))
+  assert packed['tokens'].shape == (8, 96) and packed['cls_index'].shape == (8, 32)
+  propositions = []  # (tokens, truth, task_type) of each packed segment, row by row
+  for row in range(8):
+    segments = packed['segment_ids'][row]
+    for slot in np.flatnonzero(packed['weights'][row]):
+      span = np.flatnonzero(segments == slot + 1)
+      assert packed['cls_index'][row, slot] == span[-1]  # [cls] ends its segment
+      np.testing.assert_array_equal(packed['positions'][row, span], np.arange(len(span)))
+      propositions.append((packed['tokens'][row, span].tolist(),
+                           packed['truth'][row, slot], packed['task_type'][row, slot]))
+  assert len(propositions) > 8 * 96 // 48  # several propositions per row
+  for i, (tokens, truth, task_type) in enumerate(propositions):
+    length = unpacked['lengths'][i]
+    assert tokens == unpacked['tokens'][i, :length].tolist()
+    assert (truth, task_type) == (unpacked['truth'][i], unpacked['task_type'][i])
+  assert set(packed['tokens'][packed['segment_ids'] == 0]) <= {VOCAB.pad_id}

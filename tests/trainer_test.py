@@ -106,3 +106,64 @@ def test_teacher_loss_reads_the_cls_position():
       {'t': scrambled, 'l': teacher['lengths']}).values())
   np.testing.assert_allclose(p, p2, rtol=1e-5)
   assert np.all((np.asarray(p) > 0) & (np.asarray(p) < 1))
+
+
+def _trainer_with(**kwargs):
+  optimizer, schedule = trainer_lib.create_optimizer(1e-2, 30, warmup_steps=2)
+  mesh = partitioning.create_mesh(1, 1, 1, devices=jax.devices()[:1])
+  return trainer_lib.Trainer(
+      network.FreeLM(CONFIG), optimizer, schedule,
+      {'lm': objectives.LanguageObjective(), 'teacher': objectives.TeacherObjective()},
+      mesh, **kwargs)
+
+
+def test_weights_average_follows_every_step_and_is_what_evaluation_reads():
+  trainer = _trainer_with(ema_decay=0.5)
+  state = trainer.init_state(seed=0)
+  expected = jax.tree.map(np.asarray, state.params)
+  for step in range(4):
+    objective = PARITY.objective(step)
+    state, _ = trainer.train_step(state, trainer.shard_batch(_batches(step)[objective]),
+                                  objective)
+    rate = min(0.5, (1 + step) / (10 + step))
+    expected = jax.tree.map(lambda e, p: rate * e + (1 - rate) * np.asarray(p),
+                            expected, state.params)
+  jax.tree.map(lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7),
+               state.ema_params, expected)
+  assert state.eval_params is state.ema_params
+  assert not all(np.allclose(e, p) for e, p in zip(
+      jax.tree.leaves(state.ema_params), jax.tree.leaves(state.params)))
+  assert _trainer().init_state(seed=0).ema_params is None  # off unless asked for
+
+
+@pytest.mark.parametrize('objective', ['lm', 'teacher'])
+def test_learning_rate_scale_scales_only_its_objectives_update(objective):
+  batch = _batches()[objective]
+  deltas = []
+  for scales in ({}, {'teacher': 3.0}):
+    trainer = _trainer_with(learning_rate_scales=scales)
+    state = trainer.init_state(seed=0)
+    before = jax.tree.map(np.asarray, state.params)
+    state, metrics = trainer.train_step(state, trainer.shard_batch(batch), objective)
+    deltas.append(jax.tree.map(lambda new, old: np.asarray(new) - old, state.params, before))
+  factor = 3.0 if objective == 'teacher' else 1.0
+  jax.tree.map(lambda scaled, plain: np.testing.assert_allclose(
+      scaled, factor * plain, rtol=1e-4, atol=1e-7), deltas[1], deltas[0])
+
+
+@pytest.mark.parametrize('ema_decay', [0.0, 0.5])
+def test_a_checkpoints_weights_are_the_average_where_the_run_kept_one(tmp_path, ema_decay):
+  from freelm_jax.core import checkpoints  # pylint: disable=g-import-not-at-top
+  from freelm_jax.core import param_layout  # pylint: disable=g-import-not-at-top
+  trainer = _trainer_with(ema_decay=ema_decay)
+  state = trainer.init_state(seed=0)
+  for step in range(2):
+    objective = PARITY.objective(step)
+    state, _ = trainer.train_step(state, trainer.shard_batch(_batches(step)[objective]),
+                                  objective)
+  manager = checkpoints.create_manager(str(tmp_path), 1)
+  checkpoints.save(manager, 2, state, {})
+  checkpoints.finish(manager)
+  loaded = checkpoints.load_params(str(tmp_path), CONFIG.num_layers)
+  expected = param_layout.scanned(param_layout.to_numpy(state.eval_params), CONFIG.num_layers)
+  jax.tree.map(np.testing.assert_array_equal, loaded, expected)

@@ -3,7 +3,7 @@ model, objective and optimizer constructors, and the checks that the data fits
 the model and the mesh, made before any work starts."""
 
 import dataclasses
-from typing import Callable, Collection, Optional, Sequence
+from typing import Callable, Collection, Mapping, Optional, Sequence
 
 import gin
 
@@ -41,6 +41,9 @@ class DataConfig:
   teacher_batch_size: int = 64
   lm_seq_len: int = 128
   teacher_seq_len: int = 64
+  # 0: each teacher row one proposition, padded to teacher_seq_len; N: rows of
+  # N tokens, each packed with several propositions (at least teacher_seq_len).
+  teacher_pack_len: int = 0
   eval_batch_size: int = 256
   eval_max_examples: Optional[int] = None  # score only each task's first N examples
   lm_eval_batches: int = 64  # held-out LM batches per evaluation (0 = none)
@@ -55,6 +58,12 @@ class DataConfig:
                        MIN_TEACHER_SEQ_LEN, ' ([sep], [cls] and a token each of the '
                        'instance and the proposition)')
     errors.check_count(DataConfig, 'lm_eval_batches', self.lm_eval_batches, 0)
+    errors.check_count(DataConfig, 'teacher_pack_len', self.teacher_pack_len, 0,
+                       ' (0: one proposition per row)')
+    errors.check(self.teacher_pack_len == 0 or self.teacher_pack_len >= self.teacher_seq_len,
+                 DataConfig, 'teacher_pack_len', self.teacher_pack_len,
+                 'must be 0 (one proposition per row) or at least {teacher_seq_len}.',
+                 teacher_seq_len=(DataConfig, 'teacher_seq_len', self.teacher_seq_len))
     if self.eval_max_examples is not None:
       errors.check_count(DataConfig, 'eval_max_examples', self.eval_max_examples, 1,
                          ' (None: every example)')
@@ -86,7 +95,10 @@ def build_trainer(model_config: network.ModelConfig, mesh_config: MeshConfig,
                   optimizer_factory: Callable, train_steps: int,
                   teacher_objective: objectives_lib.TeacherObjective,
                   skip_nonfinite: bool = False,
-                  extra_objectives: Sequence[objectives_lib.Objective] = ()) -> trainer_lib.Trainer:
+                  extra_objectives: Sequence[objectives_lib.Objective] = (),
+                  ema_decay: float = 0.0,
+                  learning_rate_scales: Optional[Mapping[str, float]] = None,
+                  ) -> trainer_lib.Trainer:
   """The Trainer for a model, mesh and optimizer; its objectives are 'lm',
   'teacher' and `extra_objectives`, each under its `name`."""
   optimizer, schedule = optimizer_factory(total_steps=train_steps)
@@ -94,7 +106,8 @@ def build_trainer(model_config: network.ModelConfig, mesh_config: MeshConfig,
   objectives = {o.name: o for o in (LanguageObjective(), teacher_objective,
                                     *extra_objectives)}
   return trainer_lib.Trainer(network.FreeLM(model_config), optimizer, schedule,
-                             objectives, mesh, skip_nonfinite=skip_nonfinite)
+                             objectives, mesh, skip_nonfinite=skip_nonfinite,
+                             ema_decay=ema_decay, learning_rate_scales=learning_rate_scales)
 
 
 def check_fit(data: DataConfig, trainer: trainer_lib.Trainer,
@@ -110,7 +123,7 @@ def check_lengths(data: DataConfig, model_config: network.ModelConfig,
                   objectives: Collection[objectives_lib.Objective] = ()) -> None:
   """Both sequence lengths fit the model's context (a position past it has no
   embedding), and the LM objective's logits chunk divides its length."""
-  for name in ('lm_seq_len', 'teacher_seq_len'):
+  for name in ('lm_seq_len', 'teacher_seq_len', 'teacher_pack_len'):
     errors.check(getattr(data, name) <= model_config.max_len, DataConfig, name,
                  getattr(data, name), "must be at most the model's context, {max_len}.",
                  max_len=(network.ModelConfig, 'max_len', model_config.max_len))

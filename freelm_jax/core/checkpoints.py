@@ -316,7 +316,8 @@ def load_params(model_dir: str, num_layers: int,
                 step: Optional[int] = None) -> param_layout.Params:
   """The parameters of step `step` (or the newest) alone, as numpy arrays on
   the host, with `num_layers` layers scanned, whatever mesh the run that
-  wrote them used."""
+  wrote them used: the weights' moving average where the run kept one
+  (`EMA_DECAY`), as its evaluation read them."""
   steps = checkpoint_steps(model_dir)
   if not steps:
     raise errors.CheckpointError(f'{model_dir}: no checkpoint in checkpoints/.')
@@ -326,9 +327,9 @@ def load_params(model_dir: str, num_layers: int,
         f'{model_dir}: no checkpoint at step {step}; steps: {steps}.')
   path = storage.resolve(model_dir) / 'checkpoints' / str(step) / 'state'
   tree = ocp.PyTreeCheckpointHandler().metadata(path).tree
-  item = {'params': jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype),
-                                 tree['params'])}
+  key = 'ema_params' if tree.get('ema_params') else 'params'  # the average, where kept
+  item = {key: jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree[key])}
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
   restored = ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
       item=item, restore_args=restore_args, partial_restore=True))
-  return param_layout.scanned(param_layout.to_numpy(restored['params']), num_layers)
+  return param_layout.scanned(param_layout.to_numpy(restored[key]), num_layers)

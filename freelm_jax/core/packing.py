@@ -13,6 +13,13 @@ from typing import Iterable, Iterator, Mapping
 import numpy as np
 
 LABEL_KEYS = ('truth', 'task_type', 'weights')
+# The shortest proposition: [sep], a token of the proposition, [cls].
+MIN_PROPOSITION_LEN = 3
+
+
+def max_per_row(row_len: int) -> int:
+  """Propositions a packed row of `row_len` tokens can hold at most."""
+  return row_len // MIN_PROPOSITION_LEN
 
 
 def pack(propositions: Mapping[str, np.ndarray], rows: int, row_len: int,

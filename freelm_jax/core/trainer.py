@@ -74,9 +74,24 @@ def _out_of_memory(error: Exception) -> bool:
 
 @flax.struct.dataclass
 class TrainState:
+  """`ema_params`: an exponential moving average of `params` (None without)."""
   step: jax.Array
   params: Any
   opt_state: Any
+  ema_params: Any = None
+
+  @property
+  def eval_params(self) -> Any:
+    """The weights evaluation and inference read: the average where kept."""
+    return self.params if self.ema_params is None else self.ema_params
+
+
+def ema_update(ema_params: Any, params: Any, step: jax.Array, decay: float) -> Any:
+  """One step of the weights' moving average, as TensorFlow's
+  ExponentialMovingAverage with `num_updates`: the decay is at most
+  (1 + step) / (10 + step), so the random initialisation fades out early."""
+  rate = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+  return jax.tree.map(lambda e, p: rate * e + (1.0 - rate) * p, ema_params, params)
 
 
 class Trainer:
@@ -86,9 +101,16 @@ class Trainer:
                optimizer: optax.GradientTransformation,
                learning_rate_fn: optax.Schedule,
                objectives: Mapping[str, objectives_lib.Objective],
-               mesh: jax.sharding.Mesh, skip_nonfinite: bool = False):
+               mesh: jax.sharding.Mesh, skip_nonfinite: bool = False,
+               ema_decay: float = 0.0,
+               learning_rate_scales: Mapping[str, float] = None):
+    """`ema_decay` > 0 keeps `TrainState.ema_params`; `learning_rate_scales`
+    (objective -> factor) scales that objective's updates, i.e. its learning
+    rate (1 for the others)."""
     self.module = module
     self.skip_nonfinite = skip_nonfinite
+    self.ema_decay = ema_decay
+    self.learning_rate_scales = dict(learning_rate_scales or {})
     self.optimizer = optimizer
     self.learning_rate_fn = learning_rate_fn
     self.objectives = dict(objectives)
@@ -118,7 +140,8 @@ class Trainer:
     tokens = jnp.zeros((1, min(8, self.module.config.max_len)), jnp.int32)
     params = self.module.init(rng, tokens, method=network.FreeLM.init_all)['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=self.optimizer.init(params))
+                      opt_state=self.optimizer.init(params),
+                      ema_params=params if self.ema_decay else None)
 
   def init_state(self, seed: int) -> TrainState:
     """A fresh state created directly in its sharded layout."""
@@ -136,11 +159,14 @@ class Trainer:
 
   def _make_step(self, objective: objectives_lib.Objective) -> Callable:
     """The (state, batch) -> (state, metrics) update for one objective."""
+    scale = self.learning_rate_scales.get(objective.name, 1.0)
 
     def step(state: TrainState, batch):
       loss_fn = lambda params: objective.loss(self.module, params, batch)
       (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
       updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+      if scale != 1.0:
+        updates = jax.tree.map(lambda u: scale * u, updates)
       params = optax.apply_updates(state.params, updates)
       grad_norm = optax.tree.norm(grads)
       # Non-finite: the loss, the gradient, or parameters that overflowed.
@@ -153,10 +179,13 @@ class Trainer:
         opt_state = keep_old(opt_state, state.opt_state)
       metrics = dict(metrics, grad_norm=grad_norm,
                      num_tokens=objective.num_tokens(batch),
-                     learning_rate=self.learning_rate_fn(state.step),
+                     learning_rate=scale * self.learning_rate_fn(state.step),
                      nonfinite=nonfinite.astype(jnp.float32))
-      return TrainState(step=state.step + 1, params=params,
-                        opt_state=opt_state), metrics
+      ema_params = state.ema_params
+      if ema_params is not None:
+        ema_params = ema_update(ema_params, params, state.step, self.ema_decay)
+      return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                        ema_params=ema_params), metrics
 
     return step
 

@@ -3,7 +3,9 @@
 The language stream goes through seqio's packing `DecoderFeatureConverter`
 (with `<|endoftext|>` as the BOS of every packed document, GPT-2 style); the
 teacher stream is padded per proposition (seqio has no classification
-converter) with explicit `lengths`.
+converter) with explicit `lengths`, or, with `pack_len`, packed several
+propositions to a row by seqio's `trim_and_pack_dataset` (the layout of
+`packing.py`).
 
 Padding: seqio pads with id 0 and takes `targets != 0` as the loss weights,
 but GPT-2's id 0 is "!". So ids are shifted by +1 before seqio packs them and
@@ -32,6 +34,8 @@ import seqio
 import tensorflow as tf
 
 import tasks  # registers the embedded default
+
+from freelm_jax.core import packing
 
 LM_KEYS = {'tokens': 'decoder_input_tokens', 'targets': 'decoder_target_tokens',
            'positions': 'decoder_positions', 'segment_ids': 'decoder_segment_ids',
@@ -147,20 +151,61 @@ def teacher_batches(name: str, seq_len: int, batch_size: int, seed: int,
                     task_types: Optional[Sequence[str]] = None,
                     state_dir: Optional[str] = None, snapshot_every: int = 0,
                     keep_snapshots: int = 5,
-                    snapshot_until: Optional[int] = None) -> Iterator[dict]:
-  """Endless shuffled proposition batches for training.
+                    snapshot_until: Optional[int] = None,
+                    pack_len: int = 0) -> Iterator[dict]:
+  """Endless shuffled proposition batches for training: `batch_size` rows of
+  one proposition each, or with `pack_len`, rows of `pack_len` tokens holding
+  several (`pack_propositions`).
 
   Starts after `skip_batches` batches; see `resumable_batches` for `state_dir`.
   """
   ds = teacher_dataset(name, seq_len, split, shuffle=True, seed=seed, num_epochs=None,
                        shard_index=shard_index, num_shards=num_shards,
-                       task_types=task_types, batch_size=batch_size)
-  ds = ds.map(lambda ex: {k: ex[k] for k in
-                          ('tokens', 'lengths', 'truth', 'task_type', 'weights')})
+                       task_types=task_types, batch_size=None if pack_len else batch_size)
+  if pack_len:
+    ds = pack_propositions(ds, pack_len, _vocabulary(name).pad_id)
+    ds = ds.batch(batch_size, drop_remainder=True)
+  else:
+    ds = ds.map(lambda ex: {k: ex[k] for k in
+                            ('tokens', 'lengths', 'truth', 'task_type', 'weights')})
   fingerprint = (name, seq_len, batch_size, seed, split, shard_index, num_shards,
-                 list(task_types or []))
+                 list(task_types or [])) + ((pack_len,) if pack_len else ())
   return resumable_batches(ds, skip_batches, IteratorSnapshots.create(
       state_dir, fingerprint, snapshot_every, keep_snapshots, snapshot_until))
+
+
+def pack_propositions(ds: tf.data.Dataset, pack_len: int, pad_id: int) -> tf.data.Dataset:
+  """Single propositions (`teacher_dataset` features) -> packed rows of
+  `pack_len` tokens: `tokens`, `positions`, `segment_ids` [pack_len] and
+  `cls_index`, `truth`, `task_type`, `weights` [packing.max_per_row(pack_len)].
+
+  seqio's packing fills a row with propositions in stream order and starts the
+  next row at the first one that does not fit. It counts non-zero ids, so the
+  tokens go in shifted by one, with a parallel `codes` sequence (1 on every
+  token, 2 + truth + 2 x task_type on `[cls]`) that carries the labels.
+  """
+  max_per_row = packing.max_per_row(pack_len)
+
+  def to_sequences(ex):
+    length = ex['lengths']
+    label = 2 + tf.cast(ex['truth'], tf.int32) + 2 * tf.cast(ex['task_type'], tf.int32)
+    return {'tokens': tf.cast(ex['tokens'][:length], tf.int32) + 1,
+            'codes': tf.concat([tf.ones([length - 1], tf.int32), [label]], 0)}
+
+  def to_model(row):
+    segment_ids = row['tokens_segment_ids']
+    cls_index = tf.cast(tf.where(row['codes'] >= 2)[:, 0], tf.int32)
+    labels = tf.gather(row['codes'], cls_index) - 2
+    pad = lambda t: tf.ensure_shape(tf.pad(t, [[0, max_per_row - tf.size(t)]]), [max_per_row])
+    return {'tokens': tf.where(segment_ids == 0, pad_id, row['tokens'] - 1),
+            'positions': row['tokens_positions'], 'segment_ids': segment_ids,
+            'cls_index': pad(cls_index), 'truth': pad(labels % 2),
+            'task_type': pad(labels // 2),
+            'weights': pad(tf.ones_like(cls_index, tf.float32))}
+
+  ds = seqio.utils.trim_and_pack_dataset(ds.map(to_sequences),
+                                         {'tokens': pack_len, 'codes': pack_len})
+  return ds.map(to_model)
 
 
 class IteratorSnapshots:

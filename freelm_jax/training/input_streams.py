@@ -51,10 +51,15 @@ def open_streams(data, schedule: schedules.Schedule, consumed: dict,
         dict(name=name, seq_len=seq_len, batch_size=_per_host(batch_size, num_shards),
              seed=seed, skip_batches=consumed.get(stream, 0), shard_index=index,
              num_shards=num_shards, **snapshots,
-             **({'task_types': list(task_types)} if task_types and stream == 'teacher'
-                else {})),
+             **(_teacher_args(data, task_types) if stream == 'teacher' else {})),
         setup)
   return streams
+
+
+def _teacher_args(data, task_types: Optional[Sequence[str]]) -> dict:
+  """The teacher pipeline's own arguments: packing, and the task-type ids."""
+  return ({'pack_len': data.teacher_pack_len} if data.teacher_pack_len else {}) | (
+      {'task_types': list(task_types)} if task_types else {})
 
 
 def _per_host(global_batch_size: int, num_hosts: int) -> int:

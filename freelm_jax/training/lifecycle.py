@@ -77,7 +77,9 @@ def restore_or_init(trainer: trainer_lib.Trainer, manager, seed: int,
   if restored is None:
     state = trainer.init_state(seed)
     if init_from:
-      state = state.replace(params=_params_from(init_from, trainer, state.params))
+      params = _params_from(init_from, trainer, state.params)
+      state = state.replace(params=params, ema_params=(
+          None if state.ema_params is None else params))
     return state, {}
   state, facts = restored
   logging.info('Resumed from step %d in %s', int(state.step), manager.directory)

@@ -220,7 +220,7 @@ def train(trainer: trainer_lib.Trainer, state: trainer_lib.TrainState, run: RunS
       checkpointer.save(step, state, run.facts())
     display.step(step)
     if eval_every and step % eval_every == 0 and step < train_steps:
-      preempted = _evaluate(evaluate, step, state.params, stop) is None
+      preempted = _evaluate(evaluate, step, state.eval_params, stop) is None
       if preempted:
         break
   return _finish(state, run, streams, checkpointer, evaluate, stop, preempted)
@@ -243,7 +243,7 @@ def _finish(state, run: RunState, streams: Mapping[str, Stream], checkpointer: C
   checkpointer.finish()
   for stream in streams.values():
     stream.close()
-  rows = None if preempted else _evaluate(evaluate, step, state.params, stop)
+  rows = None if preempted else _evaluate(evaluate, step, state.eval_params, stop)
   if rows is None:
     logging.warning('Preempted: saved the checkpoint at step %d; re-run the same '
                     'command to %s.', step,
