@@ -25,6 +25,10 @@ class State:
   step: int
   params: str = 'params'
 
+  @property
+  def eval_params(self) -> str:
+    return self.params
+
 
 class Trainer:
   """Objectives 'lm' and 'teacher' on streams of the same names; logs each step."""
