@@ -24,8 +24,8 @@ import numpy as np
 import jax
 
 from freelm_jax import cli
+from freelm_jax.config import settings
 from freelm_jax.core import accounting
-from freelm_jax.core import packing
 from freelm_jax.training import runner
 
 cli.define_flags()
@@ -40,30 +40,6 @@ SCANNED_FLOPS_NOTE = (
     'XLA cost analysis counts a loop body once: with scan_layers the compiled '
     'FLOPs include one layer of the stack; plan with '
     '--gin.network.ModelConfig.scan_layers=False to count every layer.')
-
-
-def abstract_batches(data, sharding) -> dict:
-  """ShapeDtypeStructs of one global batch per stream (input_pipeline's layout)."""
-  spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, np.dtype(dtype), sharding=sharding)
-  lm = (data.lm_batch_size, data.lm_seq_len)
-  rows = (data.teacher_batch_size,)
-  if data.teacher_pack_len:  # packed rows: several propositions each
-    row, slots = rows + (data.teacher_pack_len,), rows + (packing.max_per_row(
-        data.teacher_pack_len),)
-    teacher = {'tokens': spec(row, 'int32'), 'positions': spec(row, 'int32'),
-               'segment_ids': spec(row, 'int32'), 'cls_index': spec(slots, 'int32')}
-  else:
-    slots = rows
-    teacher = {'tokens': spec(rows + (data.teacher_seq_len,), 'int32'),
-               'lengths': spec(rows, 'int32')}
-  teacher |= {'truth': spec(slots, 'int32'), 'task_type': spec(slots, 'int32'),
-              'weights': spec(slots, 'float32')}
-  return {
-      'lm': {'tokens': spec(lm, 'int32'), 'targets': spec(lm, 'int32'),
-             'positions': spec(lm, 'int32'), 'segment_ids': spec(lm, 'int32'),
-             'weights': spec(lm, 'float32')},
-      'teacher': teacher,
-  }
 
 
 def memory(compiled) -> dict:
@@ -88,7 +64,7 @@ def plan() -> dict:
       FLAGS.gin_file, FLAGS.gin_bindings)
   state = trainer.abstract_state()
   count = lambda tree: int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
-  batches = abstract_batches(data, trainer.batch_sharding)
+  batches = settings.abstract_batches(data, trainer.batch_sharding)
   seq_lens = {'lm': data.lm_seq_len,
               'teacher': data.teacher_pack_len or data.teacher_seq_len}
   steps = {}

@@ -69,7 +69,7 @@ def test_plans_packed_teacher_batches_as_the_pipeline_makes_them(monkeypatch):
   # In-process, TensorFlow allowed: the pipeline makes the real batch.
   import gin  # pylint: disable=g-import-not-at-top
   import tasks  # pylint: disable=g-import-not-at-top
-  from freelm_jax import plan  # pylint: disable=g-import-not-at-top
+  from freelm_jax.config import settings  # pylint: disable=g-import-not-at-top
   from freelm_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
   from freelm_jax.training import runner  # pylint: disable=g-import-not-at-top
   monkeypatch.setitem(sys.modules, 'tasks', tasks)  # trainer_without_data hides it
@@ -81,7 +81,7 @@ def test_plans_packed_teacher_batches_as_the_pipeline_makes_them(monkeypatch):
   finally:
     gin.clear_config(clear_constants=True)
     sys.modules['tasks'] = tasks
-  abstract = plan.abstract_batches(data, trainer.batch_sharding)['teacher']
+  abstract = settings.abstract_batches(data, trainer.batch_sharding)['teacher']
   real = next(input_pipeline.teacher_batches('opinions_teacher', data.teacher_seq_len,
                                              8, seed=0, pack_len=96))
   assert {k: (v.shape, v.dtype) for k, v in abstract.items()} == {

@@ -6,10 +6,13 @@ import dataclasses
 from typing import Callable, Collection, Mapping, Optional, Sequence
 
 import gin
+import jax
+import numpy as np
 
 from freelm_jax.common import errors
 from freelm_jax.core import network
 from freelm_jax.core import objectives as objectives_lib
+from freelm_jax.core import packing
 from freelm_jax.core import partitioning
 from freelm_jax.core import schedules
 from freelm_jax.core import trainer as trainer_lib
@@ -108,6 +111,30 @@ def build_trainer(model_config: network.ModelConfig, mesh_config: MeshConfig,
   return trainer_lib.Trainer(network.FreeLM(model_config), optimizer, schedule,
                              objectives, mesh, skip_nonfinite=skip_nonfinite,
                              ema_decay=ema_decay, learning_rate_scales=learning_rate_scales)
+
+
+def abstract_batches(data, sharding) -> dict:
+  """ShapeDtypeStructs of one global batch per stream (input_pipeline's layout)."""
+  spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, np.dtype(dtype), sharding=sharding)
+  lm = (data.lm_batch_size, data.lm_seq_len)
+  rows = (data.teacher_batch_size,)
+  if data.teacher_pack_len:  # packed rows: several propositions each
+    row, slots = rows + (data.teacher_pack_len,), rows + (packing.max_per_row(
+        data.teacher_pack_len),)
+    teacher = {'tokens': spec(row, 'int32'), 'positions': spec(row, 'int32'),
+               'segment_ids': spec(row, 'int32'), 'cls_index': spec(slots, 'int32')}
+  else:
+    slots = rows
+    teacher = {'tokens': spec(rows + (data.teacher_seq_len,), 'int32'),
+               'lengths': spec(rows, 'int32')}
+  teacher |= {'truth': spec(slots, 'int32'), 'task_type': spec(slots, 'int32'),
+              'weights': spec(slots, 'float32')}
+  return {
+      'lm': {'tokens': spec(lm, 'int32'), 'targets': spec(lm, 'int32'),
+             'positions': spec(lm, 'int32'), 'segment_ids': spec(lm, 'int32'),
+             'weights': spec(lm, 'float32')},
+      'teacher': teacher,
+  }
 
 
 def check_fit(data: DataConfig, trainer: trainer_lib.Trainer,
