@@ -6,7 +6,7 @@ sharded over the mesh by the logical axis rules in `partitioning.py`.
 """
 
 import contextlib
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import flax
 import flax.linen as nn
@@ -103,7 +103,7 @@ class Trainer:
                objectives: Mapping[str, objectives_lib.Objective],
                mesh: jax.sharding.Mesh, skip_nonfinite: bool = False,
                ema_decay: float = 0.0,
-               learning_rate_scales: Mapping[str, float] = None):
+               learning_rate_scales: Optional[Mapping[str, float]] = None):
     """`ema_decay` > 0 keeps `TrainState.ema_params`; `learning_rate_scales`
     (objective -> factor) scales that objective's updates, i.e. its learning
     rate (1 for the others)."""
